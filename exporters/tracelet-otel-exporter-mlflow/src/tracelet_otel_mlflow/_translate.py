@@ -1,0 +1,147 @@
+"""Records -> MLflow calls: a pure function, no MLflow import, no I/O.
+
+Name rule (MLflow accepts ``^[/\\w.\\- :]*$``, at most 250 characters, as a normalised relative path): each other
+character becomes ``_``; an empty path segment becomes ``_`` and a ``.``/``..`` segment ``_``/``__`` (so
+``a//b`` is ``a/_/b`` and never merges with ``a/b``); an empty name is ``_``; a name still over 250 characters
+keeps its first 241 and ends in ``-`` and 8 hex digits of the original's sha256. Valid tags are kept verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Union
+
+from tracelet_otel.artifacts import EXTENSIONS
+from tracelet_otel.records import Blob, Record, RecordKind
+
+__all__ = ["LogArtifact", "LogBatch", "MetricPoint", "Translation", "mlflow_name", "translate", "translate_metrics"]
+
+MAX_NAME_LENGTH = 250
+_INVALID_CHARACTER = re.compile(r"[^/\w.\- :]")
+
+_ARTIFACT_FOLDERS = {
+    RecordKind.IMAGE: "images",
+    RecordKind.VIDEO: "videos",
+    RecordKind.AUDIO: "audio",
+    RecordKind.TEXT: "text",
+    RecordKind.HISTOGRAM: "histograms",
+    RecordKind.GRAPH: "graphs",
+    RecordKind.PR_CURVE: "pr_curves",
+    RecordKind.EMBEDDING: "embeddings",
+    RecordKind.MESH: "meshes",
+    RecordKind.CUSTOM_SCALARS: "custom_scalars",
+    RecordKind.TENSOR: "tensors",
+    RecordKind.HPARAMS: "hparams",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    key: str
+    value: float
+    timestamp_ms: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    metrics: tuple[MetricPoint, ...] = ()
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LogArtifact:
+    blob: Blob
+    artifact_path: str  # the folder in the run's artifacts
+    filename: str
+
+
+Call = Union[LogBatch, LogArtifact]
+
+
+@dataclass
+class Translation:
+    calls: list[Call] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # original tag -> MLflow name, for one warning each
+
+
+def mlflow_name(name: str) -> str:
+    if len(name) <= MAX_NAME_LENGTH and not _INVALID_CHARACTER.search(name) and _is_normalised(name):
+        return name
+    segments = [_INVALID_CHARACTER.sub("_", segment) for segment in name.split("/")]
+    mapped = "/".join({"": "_", ".": "_", "..": "__"}.get(segment, segment) for segment in segments)
+    if len(mapped) > MAX_NAME_LENGTH:
+        mapped = mapped[: MAX_NAME_LENGTH - 9] + "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return mapped
+
+
+def _is_normalised(name: str) -> bool:
+    return name != "" and all(segment not in ("", ".", "..") for segment in name.split("/"))
+
+
+def timestamp_ms(wall_time: float) -> int:
+    return int(wall_time * 1000)
+
+
+def translate(records: Iterable[Record]) -> Translation:
+    translation = Translation()
+    metrics: list[MetricPoint] = []
+    params: dict[str, str] = {}
+
+    def name(tag: str) -> str:
+        mapped = mlflow_name(tag)
+        if mapped != tag:
+            translation.renamed[tag] = mapped
+        return mapped
+
+    for record in records:
+        if record.kind is RecordKind.SCALAR and record.value is not None:
+            metrics.append(MetricPoint(name(record.tag), record.value, timestamp_ms(record.wall_time), record.step))
+            continue
+        if record.kind is RecordKind.HPARAMS:
+            for key, value in record.params.items():
+                params[name(key)] = str(value)
+        if record.blob is not None:
+            translation.calls.append(_artifact(record, name))
+    if metrics or params:
+        translation.calls.insert(0, LogBatch(tuple(metrics), tuple(params.items())))
+    return translation
+
+
+def _artifact(record: Record, name: Callable[[str], str]) -> LogArtifact:
+    assert record.blob is not None
+    folder = _ARTIFACT_FOLDERS[record.kind]
+    extension = EXTENSIONS.get(record.blob.media_type, ".bin")
+    if record.kind is RecordKind.HPARAMS:
+        return LogArtifact(record.blob, _join(folder, record.writer), f"step_{record.step}.json")
+    if record.filename:  # several files for one call: embeddings, mesh components, graph
+        return LogArtifact(record.blob, _join(folder, name(record.tag), f"step_{record.step}"), record.filename)
+    return LogArtifact(record.blob, _join(folder, name(record.tag)), f"step_{record.step}{extension}")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)
+
+
+def translate_metrics(metrics_data: Any, step: int) -> list[MetricPoint]:
+    """OpenTelemetry metric points -> MLflow metrics: one key per instrument and attribute set.
+
+    Gauges and sums give their value; histograms give ``<name>.count`` and ``<name>.sum``. The step is the
+    export number, so the MLflow chart shows one point per export interval.
+    """
+    points: list[MetricPoint] = []
+    for resource_metrics in metrics_data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    suffix = ",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items()))
+                    key = metric.name + (f"/{suffix}" if suffix else "")
+                    time_ms = point.time_unix_nano // 1_000_000
+                    if hasattr(point, "value"):
+                        points.append(MetricPoint(mlflow_name(key), float(point.value), time_ms, step))
+                    else:
+                        points.append(MetricPoint(mlflow_name(key + ".count"), float(point.count), time_ms, step))
+                        points.append(MetricPoint(mlflow_name(key + ".sum"), float(point.sum), time_ms, step))
+    return points

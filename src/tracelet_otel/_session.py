@@ -1,0 +1,248 @@
+"""``start_logging`` / ``stop_logging``: one active run per process."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from tracelet_otel import environment_variables as env
+from tracelet_otel.backends import load_backend
+from tracelet_otel.capture import Capture, TensorBoardInstrumentor
+from tracelet_otel.config import Options
+from tracelet_otel.runspec import JOURNAL_NAME, RunSpec
+
+__all__ = ["BackendRunHandle", "Run", "start_logging", "stop_logging"]
+
+_logger = logging.getLogger("tracelet_otel")
+
+AGENT_START_TIMEOUT_S = 120.0
+AGENT_EXIT_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class BackendRunHandle:
+    name: str
+    reference: Mapping[str, Any]
+    url: str | None
+
+    @property
+    def run_id(self) -> str | None:
+        """The backend's own id of the run (MLflow run id, ...)."""
+        value = self.reference.get("run_id")
+        return None if value is None else str(value)
+
+
+@dataclass
+class Run:
+    """What ``start_logging`` returns; also a context manager that calls ``stop_logging`` on exit.
+
+    ``delivery`` is filled in by ``stop_logging``: per backend, records spooled, delivered, retried, dropped
+    (by reason) and left undelivered.
+    """
+
+    run_id: str
+    exp_name: str
+    project: str | None
+    directory: str
+    backends: dict[str, BackendRunHandle]
+    delivery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    capture: dict[str, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if _active is not None and _active.run is self:
+            stop_logging()
+
+
+class _AgentProcess:
+    def __init__(self, run_dir: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tracelet_otel.agent", run_dir],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, name="tracelet-otel-agent-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.put(line)
+        self._lines.put("")
+
+    def message(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return {"error": f"no answer from the tracelet-otel agent within {timeout:.0f}s"}
+        return json.loads(line) if line else {"error": f"the agent exited with status {self._process.wait()}"}
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+        self._process.wait()
+
+
+@dataclass
+class _ActiveRun:
+    run: Run
+    options: Options
+    capture: Capture | None
+    agent: _AgentProcess
+
+
+_active: _ActiveRun | None = None
+_lock = threading.RLock()
+
+
+def _backend_names(backend: str | Sequence[str] | None) -> list[str]:
+    if backend is None:
+        backend = os.environ.get(env.TRACELET_BACKEND, "mlflow")
+    names = backend.split(",") if isinstance(backend, str) else list(backend)
+    return list(dict.fromkeys(name.strip() for name in names if name.strip()))
+
+
+def _rank() -> int | None:
+    rank = os.environ.get("RANK")
+    return int(rank) if rank is not None and rank.isdigit() else None
+
+
+def start_logging(
+    exp_name: str | None = None,
+    project: str | None = None,
+    backend: str | Sequence[str] | None = "mlflow",
+    config: Mapping[str, Any] | None = None,
+) -> Run:
+    """Capture every ``SummaryWriter`` call from now on and deliver it to the backends.
+
+    Args:
+        exp_name: run name in the backends (``TRACELET_EXP_NAME``, else ``run-<date>-<time>``).
+        project: MLflow experiment / W&B project / ClearML project (``TRACELET_PROJECT``).
+        backend: a name or a list of names of installed backends; ``None`` reads ``TRACELET_BACKEND``.
+        config: options (see :mod:`tracelet_otel.config`); ``TRACELET_<OPTION>`` variables fill the rest.
+
+    Returns:
+        The run handle, with our run id and each backend's run.
+
+    Raises:
+        ValueError: an unknown backend or option (the message names the nearest valid one).
+        RuntimeError: a backend could not open its run (for example, an unreachable tracking server).
+
+    A run that is still active is stopped first, with a warning.
+    """
+    global _active
+    with _lock:
+        if _active is not None:
+            _logger.warning("tracelet-otel: start_logging called while run %s is active; stopping it first",
+                            _active.run.run_id)
+            stop_logging()
+        names = _backend_names(backend)
+        backends = {name: load_backend(name) for name in names}
+        options = Options.resolve(config, set().union(*(b.options for b in backends.values())))
+        run_id = uuid.uuid4().hex
+        run_dir = os.path.abspath(os.path.join(options.spool_dir, "runs", run_id))
+        os.makedirs(run_dir)
+        spec = RunSpec(run_id=run_id,
+                       exp_name=exp_name or os.environ.get(env.TRACELET_EXP_NAME) or time.strftime("run-%Y%m%d-%H%M%S"),
+                       project=project or os.environ.get(env.TRACELET_PROJECT), backends=tuple(names),
+                       options=_absolute_paths(options), rank=_rank())
+        spec.save(run_dir)
+        open(os.path.join(run_dir, JOURNAL_NAME), "ab").close()
+        agent = _AgentProcess(run_dir)
+        ready = agent.message(AGENT_START_TIMEOUT_S)
+        if "ready" not in ready:
+            agent.stop()
+            raise RuntimeError(f"tracelet-otel could not start run {run_id}: {ready.get('error')}")
+        run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=run_dir,
+                  backends={name: BackendRunHandle(name, body["run"], body["url"]) for name, body in ready["ready"].items()})
+        capture = None
+        if options.track_tensorboard:
+            capture = Capture(os.path.join(run_dir, JOURNAL_NAME))
+            TensorBoardInstrumentor().instrument(capture=capture, skip_dep_check=True)
+        _active = _ActiveRun(run, options, capture, agent)
+        _logger.info("tracelet-otel: run %s started (%s)", run_id, ", ".join(names))
+        return run
+
+
+def _absolute_paths(options: Options) -> Options:
+    """The agent and replay may run elsewhere: pin relative paths to this working directory."""
+    from dataclasses import replace
+
+    store = options.artifact_store
+    if store is not None and "://" not in store:
+        store = os.path.abspath(store)
+    return replace(options, spool_dir=os.path.abspath(options.spool_dir), artifact_store=store,
+                   tensorboard_log_dir=os.path.abspath(options.tensorboard_log_dir) if options.tensorboard_log_dir else None)
+
+
+def stop_logging() -> Run | None:
+    """Deliver what is in flight (up to ``stop_timeout``), end the backend runs and restore ``SummaryWriter``.
+
+    Returns the stopped run with its delivery counters, or None when no run was active.
+    """
+    global _active
+    with _lock:
+        active, _active = _active, None
+        if active is None:
+            _logger.debug("tracelet-otel: stop_logging called with no active run")
+            return None
+        if active.capture is not None:
+            TensorBoardInstrumentor().uninstrument()
+            active.capture.close()
+        done = active.agent.message(active.options.stop_timeout + AGENT_EXIT_GRACE_S)
+        active.agent.stop()
+        run = active.run
+        summary = done.get("done")
+        if summary is None:
+            _logger.warning("tracelet-otel: the agent of run %s did not finish (%s); its spool keeps what was not "
+                            "delivered: run `tracelet-otel replay %s`", run.run_id, done.get("error"),
+                            active.options.spool_dir)
+            return run
+        run.delivery = summary["backends"]
+        run.capture = {**summary["capture"], "dropped_in_process": active.capture.dropped if active.capture else 0}
+        _report(run, active.options)
+        return run
+
+
+def _report(run: Run, options: Options) -> None:
+    for name, counters in run.delivery.items():
+        if counters["undelivered"]:
+            _logger.warning("tracelet-otel: %d records of run %s were not delivered to %s within %.0fs; they are "
+                            "kept in %s. Deliver them with: tracelet-otel replay %s", counters["undelivered"],
+                            run.run_id, name, options.stop_timeout, counters["spool"], options.spool_dir)
+        if counters["dropped"]:
+            _logger.warning("tracelet-otel: %s dropped records of run %s: %s", name, run.run_id, counters["dropped"])
+    dropped = {**run.capture.get("dropped", {})}
+    if run.capture.get("dropped_in_process"):
+        dropped["capture queue full"] = run.capture["dropped_in_process"]
+    if dropped:
+        _logger.warning("tracelet-otel: values not captured in run %s: %s", run.run_id, dropped)
+
+
+def start_from_environment() -> Run:
+    """The ``opentelemetry-instrument`` route: everything from ``TRACELET_*`` variables."""
+    return start_logging(backend=None)
+
+
+def _forget_in_child() -> None:
+    """A forked child (a DataLoader worker) shares nothing of the run: no threads, no journal, no agent."""
+    global _active, _lock
+    _lock = threading.RLock()
+    if _active is not None and _active.capture is not None:
+        _active.capture.abandon_in_child()
+    _active = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(stop_logging)

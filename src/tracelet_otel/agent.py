@@ -1,0 +1,147 @@
+"""The agent: a process beside training that turns the capture journal into OpenTelemetry and delivers it.
+
+``start_logging`` starts it with ``python -m tracelet_otel.agent RUN_DIR``. It reports ready (with each
+backend's run) on a private copy of stdout, follows the journal until the end marker or until the training
+process dies, waits for delivery up to ``stop_timeout``, ends the backend runs and reports its counters.
+Training pays only for an append per event; conversion, OpenTelemetry and export use the other core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from tracelet_otel.artifacts import ArtifactStore
+from tracelet_otel.backends import load_backend
+from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
+from tracelet_otel.conversion import EventConverter
+from tracelet_otel.delivery import Spool, TrackerSpanExporter
+from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
+from tracelet_otel.telemetry.emitter import Emitter
+from tracelet_otel.telemetry.providers import make_meter_provider, make_resource, make_tracer_provider
+
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+__all__ = ["Agent", "main"]
+
+_logger = logging.getLogger("tracelet_otel.agent")
+
+IDLE_POLL_S = 0.02
+PROGRESS_EVERY_S = 5.0
+
+
+class Agent:
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.spec = RunSpec.load(run_dir)
+        resource = make_resource(self.spec.project, self.spec.exp_name, self.spec.run_id)
+        self._tracer_provider = make_tracer_provider(resource)
+        self._meter_provider = make_meter_provider(resource)
+        self.exporters: dict[str, TrackerSpanExporter] = {}
+        for name in self.spec.backends:
+            spool = Spool(spool_path(run_dir, name))
+            backend = load_backend(name)
+            backend_run = backend.open_run(self.spec.info, self.spec.options.backend_options or {},
+                                           resume=spool.get_meta("run"))
+            spool.set_meta("run", backend_run.reference)
+            exporter = TrackerSpanExporter(backend_run, spool)
+            self.exporters[name] = exporter
+            # Synchronous: once a span has ended, its records are in every spool.
+            self._tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        self._emitter = Emitter(self._tracer_provider, self._meter_provider)
+        self._converter = EventConverter(self.spec.options, ArtifactStore(self.spec.options.artifact_root),
+                                         self.spec.rank)
+        journaled = [exporter.spool.get_meta("journal_offset") or 0 for exporter in self.exporters.values()]
+        self._resume_offset = min(journaled, default=0)
+        self._parent = os.getppid()
+        self.status = "FINISHED"
+
+    def describe(self) -> dict[str, Any]:
+        return {name: {"run": exporter.backend_run.reference, "url": exporter.backend_run.url}
+                for name, exporter in self.exporters.items()}
+
+    def follow(self, *, until_end: bool = True) -> None:
+        """Convert and spool the journal; with ``until_end`` keep following it until its end marker."""
+        reader = JournalReader(os.path.join(self.run_dir, JOURNAL_NAME))
+        try:
+            while True:
+                frames = reader.frames()
+                ended = self._convert(frames)
+                if ended or (not frames and not until_end):
+                    return
+                if not frames:
+                    if os.getppid() != self._parent:  # training was killed: deliver what it journaled
+                        self.status = "KILLED"
+                        return
+                    time.sleep(IDLE_POLL_S)
+        finally:
+            reader.close()
+
+    def _convert(self, frames: list[Frame]) -> bool:
+        ended = False
+        for frame in frames:
+            if frame.type == FrameType.WRITER:
+                self._converter.register_writer(frame.json())
+            elif frame.type == FrameType.END:
+                ended = True
+            elif frame.end <= self._resume_offset:
+                continue  # spooled before a crash of the agent
+            elif frame.type == FrameType.EVENT:
+                self._emitter.emit(self._converter.convert_event(*frame.event()))
+            elif frame.type == FrameType.EMBEDDING:
+                self._emitter.emit(self._converter.convert_embedding(frame.json()))
+        if frames:
+            self._emitter.end_span()
+            for exporter in self.exporters.values():
+                exporter.spool.set_meta("journal_offset", frames[-1].end)
+        return ended
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """Deliver up to ``timeout`` seconds, end the backend runs, and say what happened."""
+        self._emitter.end_span()
+        deadline = time.monotonic() + timeout
+        for name, exporter in self.exporters.items():
+            while not exporter.force_flush(int(min(PROGRESS_EVERY_S, max(0.0, deadline - time.monotonic())) * 1000)):
+                if time.monotonic() >= deadline:
+                    break
+                print(f"tracelet-otel: delivering to {name}, {exporter.undelivered} records to go...", file=sys.stderr)
+        summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dict(self._converter.dropped),
+                                                               "dropped_span_events": self._emitter.dropped_events}}
+        for name, exporter in self.exporters.items():
+            undelivered = exporter.undelivered
+            try:
+                exporter.backend_run.finish(self.status)
+            except Exception as error:  # the backend is down: replay ends the run later
+                _logger.warning("tracelet-otel: could not end the %s run: %s", name, error)
+            summary["backends"][name] = {**exporter.counters.as_dict(), "undelivered": undelivered,
+                                         "spool": exporter.spool.path}
+        self._tracer_provider.shutdown()  # shuts the exporters down too
+        self._meter_provider.shutdown()
+        return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_dir = (argv or sys.argv[1:])[0]
+    # The protocol gets a private copy of stdout; whatever libraries print goes to stderr.
+    protocol: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    logging.basicConfig(level=os.environ.get("TRACELET_AGENT_LOG_LEVEL", "WARNING"), stream=sys.stderr,
+                        format="%(message)s")
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
+    try:
+        agent = Agent(run_dir)
+    except Exception as error:
+        protocol.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
+        return 1
+    protocol.write(json.dumps({"ready": agent.describe()}) + "\n")
+    agent.follow()
+    protocol.write(json.dumps({"done": agent.finish(agent.spec.options.stop_timeout)}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The part of tracelet-otel that runs in the training process.
+
+The patched methods call :meth:`Capture.on_event` with the event TensorBoard just handed to its event file;
+that appends to a deque and returns. A background thread serializes the events into the capture journal.
+Conversion, OpenTelemetry and export all happen in the agent process, so they never compete with training
+for the GIL.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+from tracelet_otel.capture import journal
+
+__all__ = ["Capture", "call_context"]
+
+_logger = logging.getLogger("tracelet_otel.capture")
+
+DRAIN_INTERVAL_S = 0.05
+# Far above what the drain thread ever lags behind (it writes ~1M small events/s); a bound, not a buffer size.
+MAX_PENDING_EVENTS = 2_000_000
+
+
+class _CallContext(threading.local):
+    """What SummaryWriter method the current thread is inside, for calls that write through other writers."""
+
+    current: tuple[Any, ...] | None = None
+
+
+call_context = _CallContext()
+
+
+class Capture:
+    def __init__(self, journal_path: str) -> None:
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._writer_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._last_writer_id = 0
+        self._journal = journal.JournalWriter(journal_path)
+        self._wake = threading.Event()
+        self._closed = False
+        self.captured = 0
+        self.dropped = 0
+        self._owner_pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="tracelet-otel-capture", daemon=True)
+        self._thread.start()
+
+    # -- training thread -------------------------------------------------------------------------------------
+    def on_event(self, file_writer: Any, event: Any) -> None:
+        if self._closed or len(self._pending) >= MAX_PENDING_EVENTS:
+            self._count_dropped()
+            return
+        self._pending.append((file_writer, event, call_context.current))
+
+    def on_embedding(self, logdir: str, tag: str, step: Any, subdir: str) -> None:
+        if self._closed:
+            return
+        self._pending.append((None, {"logdir": logdir, "tag": tag, "step": step, "subdir": subdir,
+                                     "wall_time": time.time()}, None))
+
+    def _count_dropped(self) -> None:
+        if self.dropped == 0 and not self._closed:
+            _logger.warning("tracelet-otel: capture queue is full; further values are counted as dropped")
+        self.dropped += 1
+
+    # -- background ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(DRAIN_INTERVAL_S)
+            self._drain()
+
+    def _drain(self) -> None:
+        chunks = []
+        pending = self._pending
+        debug = _logger.isEnabledFor(logging.DEBUG)
+        while pending:
+            file_writer, body, call = pending.popleft()
+            try:
+                if file_writer is None:
+                    chunks.append(journal.encode_json(journal.FrameType.EMBEDDING, body))
+                    continue
+                writer_id = self._writer_ids.get(file_writer)
+                if writer_id is None:
+                    writer_id = self._register(file_writer, call, chunks)
+                chunks.append(journal.encode_event(writer_id, body.SerializeToString()))
+                self.captured += 1
+                if debug:
+                    _logger.debug("captured %s", _describe(body))
+            except Exception:  # a bad event must not stop the capture of the others
+                _logger.exception("tracelet-otel: could not capture an event")
+                self.dropped += 1
+        if chunks:
+            self._journal.append(b"".join(chunks))
+
+    def _register(self, file_writer: Any, call: tuple[Any, ...] | None, chunks: list[bytes]) -> int:
+        self._last_writer_id += 1
+        writer_id = self._last_writer_id
+        self._writer_ids[file_writer] = writer_id
+        logdir = os.path.abspath(str(file_writer.get_logdir()))
+        library = "tensorboardX" if type(file_writer).__module__.startswith("tensorboardX") else "torch"
+        chunks.append(journal.encode_json(journal.FrameType.WRITER, {
+            "id": writer_id, "logdir": logdir, "library": library, "call": list(call) if call else None}))
+        return writer_id
+
+    def close(self) -> None:
+        """Journal everything captured so far, then the end marker."""
+        if self._closed:
+            return
+        if os.getpid() != self._owner_pid:  # a forked child: the journal belongs to the parent
+            self._closed = True
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        self._drain()
+        self._journal.append(journal.encode_frame(journal.FrameType.END, b""))
+        self._journal.close()
+
+    def abandon_in_child(self) -> None:
+        """After fork: the child must not write into the parent's journal; its thread did not survive."""
+        self._closed = True
+        self._pending = collections.deque()
+
+
+def _describe(event: Any) -> str:
+    values = getattr(getattr(event, "summary", None), "value", ())
+    tags = ", ".join(v.tag for v in values) or event.WhichOneof("what") or "event"
+    return f"{tags} step={event.step}"

@@ -1,0 +1,108 @@
+"""Options of ``start_logging(config=...)``, their defaults, and their ``TRACELET_*`` variables.
+
+| option | default | meaning |
+|---|---|---|
+| ``track_tensorboard`` | ``True`` | capture ``SummaryWriter`` calls at all |
+| ``tensorboard_log_dir`` | first writer's logdir | root that keeps tags verbatim; other writers are namespaced |
+| ``capture_images`` | ``True`` | images, figures, image-with-boxes and videos |
+| ``capture_histograms`` | ``True`` | histograms |
+| ``capture_audio`` | ``True`` | audio |
+| ``max_image_size`` | ``None`` | e.g. ``"1MB"``: larger images are downscaled to fit, or skipped with a warning |
+| ``stop_timeout`` | ``60`` | seconds ``stop_logging`` waits for delivery |
+| ``spool_dir`` | ``./.tracelet`` | where capture journals, spools and artifacts live |
+| ``artifact_store`` | ``<spool_dir>/artifacts`` | a directory or fsspec URL for payloads |
+
+Backends add their own options (``mlflow_tracking_uri`` for MLflow). An unknown option raises ``ValueError``
+naming the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from tracelet_otel.environment_variables import OPTION_PREFIX
+
+__all__ = ["Options", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(size: str | int | None) -> int | None:
+    """``"1MB"`` -> 1_000_000, ``"1MiB"`` -> 1_048_576, ``2048`` -> 2048, ``None`` -> no limit."""
+    if size is None or isinstance(size, int):
+        return size
+    match = _SIZE.match(str(size))
+    unit = (match.group(2) or "").upper() if match else ""
+    if not match or unit.rstrip("B") + "B" not in _UNITS and unit not in _UNITS:
+        raise ValueError(f"max_image_size {size!r} is not a size; write it like '1MB', '512KiB' or 1048576")
+    unit = unit if unit in _UNITS else unit + "B"
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True)
+class Options:
+    track_tensorboard: bool = True
+    tensorboard_log_dir: str | None = None
+    capture_images: bool = True
+    capture_histograms: bool = True
+    capture_audio: bool = True
+    max_image_size: int | None = None
+    stop_timeout: float = 60.0
+    spool_dir: str = ".tracelet"
+    artifact_store: str | None = None
+    backend_options: Mapping[str, Any] | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        config: Mapping[str, Any] | None,
+        backend_option_names: set[str],
+        environ: Mapping[str, str] = os.environ,
+    ) -> Options:
+        """Merge ``config`` over ``TRACELET_*`` variables over defaults, and check every name."""
+        own = {f.name: f for f in fields(cls) if f.name != "backend_options"}
+        valid = set(own) | backend_option_names
+        merged: dict[str, Any] = {}
+        for name in valid:
+            text = environ.get(OPTION_PREFIX + name.upper())
+            if text is not None:
+                merged[name] = text
+        for name, value in (config or {}).items():
+            if name not in valid:
+                nearest = difflib.get_close_matches(name, sorted(valid), n=1)
+                hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid options: {', '.join(sorted(valid))}"
+                raise ValueError(f"unknown tracelet_otel option {name!r}{hint}")
+            merged[name] = value
+        values: dict[str, Any] = {}
+        for name, value in merged.items():
+            if name in backend_option_names:
+                continue
+            kind = own[name].type
+            if name == "max_image_size":
+                values[name] = parse_size(value)
+            elif "bool" in str(kind) and isinstance(value, str):
+                values[name] = _parse_bool(value)
+            elif name == "stop_timeout":
+                values[name] = float(value)
+            else:
+                values[name] = value
+        backend_options = {k: v for k, v in merged.items() if k in backend_option_names}
+        return cls(**values, backend_options=backend_options)
+
+    @property
+    def artifact_root(self) -> str:
+        return self.artifact_store or os.path.join(self.spool_dir, "artifacts")

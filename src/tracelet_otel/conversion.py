@@ -1,0 +1,227 @@
+"""From captured TensorBoard events to records: the one place that reads TensorBoard's protos.
+
+Runs in the agent process. Payloads go to the artifact store; what ``capture_*`` excludes, or what cannot fit
+``max_image_size``, is counted as dropped with its reason and warned about once per tag.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections import Counter
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from google.protobuf import json_format, text_format
+from tensorboard.compat.proto import event_pb2, graph_pb2
+from tensorboard.util import tensor_util
+
+from tracelet_otel.artifacts import ArtifactStore
+from tracelet_otel.config import Options
+from tracelet_otel.naming import WriterName, WriterNames
+from tracelet_otel.records import Blob, ParamValue, Record, RecordKind
+
+__all__ = ["EventConverter"]
+
+_logger = logging.getLogger("tracelet_otel.conversion")
+
+_MESH_COMPONENTS = {1: "VERTEX", 2: "FACE", 3: "COLOR"}
+
+
+class EventConverter:
+    def __init__(self, options: Options, store: ArtifactStore, rank: int | None = None) -> None:
+        self._options = options
+        self._store = store
+        self._rank = rank
+        self._names = WriterNames(options.tensorboard_log_dir)
+        self._writers: dict[int, WriterName] = {}
+        self.dropped: Counter[str] = Counter()
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- journal frames --------------------------------------------------------------------------------------
+    def register_writer(self, body: dict[str, Any]) -> None:
+        self._writers[body["id"]] = self._names.resolve(body["logdir"], body.get("call"))
+
+    def convert_event(self, writer_id: int, event_bytes: bytes) -> list[Record]:
+        event = event_pb2.Event.FromString(event_bytes)
+        name = self._writers[writer_id]
+        return list(self._records(event, name))
+
+    def convert_embedding(self, body: dict[str, Any]) -> list[Record]:
+        name = self._names.resolve(body["logdir"], None)
+        directory = os.path.join(body["logdir"], body["subdir"])
+        step = int(body["step"]) if isinstance(body["step"], int) else 0
+        records = []
+        for filename in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+            with open(os.path.join(directory, filename), "rb") as file:
+                data = file.read()
+            media_type = "image/png" if filename.endswith(".png") else "text/tab-separated-values"
+            records.append(self._record(RecordKind.EMBEDDING, name, body["tag"], step, body["wall_time"],
+                                        blob=self._store.put(data, media_type), filename=filename))
+        return records
+
+    # -- one event -------------------------------------------------------------------------------------------
+    def _records(self, event: Any, name: WriterName) -> Iterator[Record]:
+        what = event.WhichOneof("what")
+        if what == "summary":
+            for value in event.summary.value:
+                try:
+                    yield from self._summary_value(value, event, name)
+                except Exception as error:  # one odd value must not lose the rest of the event
+                    self._drop(value.tag, f"unreadable {value.WhichOneof('value')}: {error}")
+        elif what in ("graph_def", "meta_graph_def"):
+            graph = graph_pb2.GraphDef.FromString(getattr(event, what)) if what == "graph_def" else None
+            text = text_format.MessageToString(graph) if graph is not None else repr(getattr(event, what))
+            yield self._record(RecordKind.GRAPH, name, "graph", event.step, event.wall_time,
+                               blob=self._store.put(text.encode(), "text/x-protobuf"), filename="graph.pbtxt")
+        elif what == "tagged_run_metadata":
+            run = event.tagged_run_metadata
+            yield self._record(RecordKind.GRAPH, name, run.tag, event.step, event.wall_time,
+                               blob=self._store.put(run.run_metadata, "application/octet-stream"),
+                               filename="run_metadata.pb")
+        # file_version, session_log and log_message carry no user value.
+
+    def _summary_value(self, value: Any, event: Any, name: WriterName) -> Iterator[Record]:
+        kind = value.WhichOneof("value")
+        step, wall_time, tag = event.step, event.wall_time, value.tag
+        plugin = value.metadata.plugin_data.plugin_name
+        if plugin == "hparams":  # metadata-only values: no value oneof is set
+            yield from self._hparams(value, name, step, wall_time)
+        elif kind == "simple_value":
+            yield self._record(RecordKind.SCALAR, name, tag, step, wall_time, value=float(value.simple_value))
+        elif kind == "histo":
+            if self._allowed(self._options.capture_histograms, tag, "capture_histograms is off"):
+                yield self._record(RecordKind.HISTOGRAM, name, tag, step, wall_time,
+                                   blob=self._json(_histogram(value.histo)))
+        elif kind == "image":
+            yield from self._image(value, name, step, wall_time)
+        elif kind == "audio":
+            if self._allowed(self._options.capture_audio, tag, "capture_audio is off"):
+                yield self._record(RecordKind.AUDIO, name, tag, step, wall_time,
+                                   blob=self._store.put(value.audio.encoded_audio_string, "audio/wav"))
+        elif kind == "tensor":
+            yield from self._tensor(value, plugin, name, step, wall_time)
+        else:
+            self._drop(tag, f"unsupported summary value {kind!r}")
+
+    def _tensor(self, value: Any, plugin: str, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
+        tag = value.tag
+        if plugin == "custom_scalars":
+            from tensorboard.plugins.custom_scalar import layout_pb2
+
+            layout = layout_pb2.Layout.FromString(value.tensor.string_val[0])
+            yield self._record(RecordKind.CUSTOM_SCALARS, name, tag, step, wall_time,
+                               blob=self._json(json_format.MessageToDict(layout)))
+            return
+        array = tensor_util.make_ndarray(value.tensor)
+        if plugin == "scalars":
+            yield self._record(RecordKind.SCALAR, name, tag, step, wall_time, value=float(array.item()))
+        elif plugin == "text":
+            # torch and tensorboardX write add_text("note") as "note/text_summary"; the user's tag is "note".
+            tag = tag.removesuffix("/text_summary")
+            yield self._record(RecordKind.TEXT, name, tag, step, wall_time, original=value.tag,
+                               blob=self._store.put(_text_bytes(array), "text/plain"))
+        elif plugin == "pr_curves":
+            rows = ("true_positives", "false_positives", "true_negatives", "false_negatives", "precision", "recall")
+            yield self._record(RecordKind.PR_CURVE, name, tag, step, wall_time,
+                               blob=self._json({row: array[i].tolist() for i, row in enumerate(rows)}))
+        elif plugin == "mesh":
+            from tensorboard.plugins.mesh import plugin_data_pb2
+
+            mesh = plugin_data_pb2.MeshPluginData.FromString(value.metadata.plugin_data.content)
+            component = _MESH_COMPONENTS.get(mesh.content_type, str(mesh.content_type))
+            yield self._record(RecordKind.MESH, name, mesh.name or tag, step, wall_time,
+                               blob=self._npy(array), filename=f"{component.lower()}.npy")
+        else:
+            yield self._record(RecordKind.TENSOR, name, tag, step, wall_time, blob=self._npy(array))
+
+    def _hparams(self, value: Any, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
+        from tensorboard.plugins.hparams import plugin_data_pb2
+
+        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+        if data.WhichOneof("data") != "session_start_info":
+            return  # the experiment and session-end summaries hold no values of their own
+        params: dict[str, ParamValue] = {}
+        for key, param in data.session_start_info.hparams.items():
+            which = param.WhichOneof("kind")
+            params[key] = {"number_value": param.number_value, "string_value": param.string_value,
+                           "bool_value": param.bool_value}.get(which, json_format.MessageToJson(param))
+        yield self._record(RecordKind.HPARAMS, name, "hparams", step, wall_time, params=params,
+                           blob=self._json(params))
+
+    def _image(self, value: Any, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
+        tag, data = value.tag, value.image.encoded_image_string
+        video = data[:4] == b"GIF8"
+        if not self._allowed(self._options.capture_images, tag, "capture_images is off"):
+            return
+        limit = self._options.max_image_size
+        if limit is not None and len(data) > limit:
+            shrunk = None if video else _downscale_png(data, limit)
+            if shrunk is None:
+                self._drop(tag, f"{len(data)} bytes is above max_image_size ({limit}) and cannot be downscaled")
+                return
+            self._warn_once(tag, f"image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes (max_image_size)")
+            data = shrunk
+        kind = RecordKind.VIDEO if video else RecordKind.IMAGE
+        yield self._record(kind, name, tag, step, wall_time,
+                           blob=self._store.put(data, "image/gif" if video else "image/png"))
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _record(self, kind: RecordKind, name: WriterName, tag: str, step: int, wall_time: float,
+                original: str | None = None, **fields: Any) -> Record:
+        return Record(kind=kind, tag=name.tag(tag), step=int(step), wall_time=float(wall_time), writer=name.writer,
+                      original_tag=original or tag, rank=self._rank, **fields)
+
+    def _json(self, body: Any) -> Blob:
+        return self._store.put(json.dumps(body, allow_nan=True).encode(), "application/json")
+
+    def _npy(self, array: np.ndarray) -> Blob:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        return self._store.put(buffer.getvalue(), "application/x-npy")
+
+    def _allowed(self, enabled: bool, tag: str, reason: str) -> bool:
+        if not enabled:
+            self._drop(tag, reason, warn=False)
+        return enabled
+
+    def _drop(self, tag: str, reason: str, warn: bool = True) -> None:
+        self.dropped[reason.split(":")[0]] += 1
+        if warn:
+            self._warn_once(tag, f"tracelet-otel: {tag!r} not delivered: {reason}")
+
+    def _warn_once(self, tag: str, message: str) -> None:
+        key = (tag, message.split(":")[0])
+        if key not in self._warned:
+            self._warned.add(key)
+            _logger.warning(message)
+
+
+def _histogram(histo: Any) -> dict[str, Any]:
+    return {"min": histo.min, "max": histo.max, "num": histo.num, "sum": histo.sum,
+            "sum_squares": histo.sum_squares, "bucket_limit": list(histo.bucket_limit), "bucket": list(histo.bucket)}
+
+
+def _text_bytes(array: np.ndarray) -> bytes:
+    if array.ndim == 0:
+        item = array.item()
+        return item if isinstance(item, bytes) else str(item).encode()
+    rows: Iterable[Any] = array.tolist()
+    return json.dumps(rows, default=lambda b: b.decode("utf-8", "replace")).encode()
+
+
+def _downscale_png(data: bytes, limit: int) -> bytes | None:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    while image.width > 1 and image.height > 1:
+        scale = max(0.5, min(0.95, (limit / len(data)) ** 0.5))
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        data = buffer.getvalue()
+        if len(data) <= limit:
+            return data
+    return None

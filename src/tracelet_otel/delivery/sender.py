@@ -1,0 +1,102 @@
+"""Delivers spooled records to one backend run: batching, retry with backoff, isolation of rejected records.
+
+Written once for every backend; a backend only says how to deliver a batch and which errors are permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from tracelet_otel.backends import BackendRun
+from tracelet_otel.delivery.counters import DeliveryCounters
+from tracelet_otel.delivery.spool import Spool
+
+__all__ = ["Sender"]
+
+_logger = logging.getLogger("tracelet_otel.delivery")
+
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+
+
+class Sender:
+    def __init__(self, spool: Spool, backend_run: BackendRun, counters: DeliveryCounters) -> None:
+        self._spool = spool
+        self._run = backend_run
+        self._counters = counters
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._backoff = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"tracelet-otel-{backend_run.backend}", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the spool is empty; False if the timeout came first."""
+        deadline = time.monotonic() + timeout
+        self.wake()
+        while time.monotonic() < deadline:
+            if self._idle.wait(min(0.1, max(0.0, deadline - time.monotonic()))) and self._spool.count() == 0:
+                return True
+        return self._spool.count() == 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._spool.pending(self._run.max_batch)
+            if not batch:
+                self._idle.set()
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            if self._deliver(batch):
+                self._backoff = 0.0
+            else:
+                self._backoff = min(MAX_BACKOFF_S, self._backoff * 2 or FIRST_BACKOFF_S)
+                self._stopping.wait(self._backoff)
+
+    def _deliver(self, batch: list[tuple[int, object]]) -> bool:
+        records = [record for _, record in batch]
+        try:
+            self._run.deliver(records)  # type: ignore[arg-type]
+        except Exception as error:
+            if not self._run.is_permanent(error):
+                self._counters.add(retried=len(batch))
+                _logger.warning("tracelet-otel: %s unavailable (%s); retrying %d records in %.1fs",
+                                self._run.backend, _short(error), len(batch), self._backoff * 2 or FIRST_BACKOFF_S)
+                return False
+            self._isolate(batch)
+            return True
+        self._spool.mark_delivered(seq for seq, _ in batch)
+        self._counters.add(delivered=len(batch))
+        return True
+
+    def _isolate(self, batch: list[tuple[int, object]]) -> None:
+        """A permanent error: deliver one at a time, so only the records the backend rejects are dropped."""
+        for seq, record in batch:
+            try:
+                self._run.deliver([record])  # type: ignore[list-item]
+                self._counters.add(delivered=1)
+            except Exception as error:
+                if not self._run.is_permanent(error):
+                    raise
+                reason = f"rejected by {self._run.backend}: {_short(error)}"
+                self._counters.drop(reason)
+                _logger.warning("tracelet-otel: %s %r dropped, %s", getattr(record, "kind", ""),
+                                getattr(record, "tag", ""), reason)
+            self._spool.mark_delivered([seq])
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:200]

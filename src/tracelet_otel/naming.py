@@ -1,0 +1,68 @@
+"""How writers and tags become record names.
+
+* The root is ``tensorboard_log_dir``, else the logdir of the first writer that writes. Its tags stay verbatim.
+* Any other writer is namespaced by its logdir relative to the root, or, outside the root, relative to the
+  directory both share: with root ``runs/train``, a writer in ``runs/validation`` writes ``validation/loss``.
+* ``add_scalars("group", {"a": ...})`` writes ``group/a`` in the namespace of the writer it was called on
+  (TensorBoard itself puts each entry in a writer of its own).
+* ``add_hparams`` metrics keep their tags, in the namespace of the writer it was called on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+__all__ = ["WriterName", "WriterNames"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterName:
+    writer: str  # the namespace, "" for the root
+    scalars_tag: str | None = None  # set for add_scalars writers: "group/a"
+
+    def tag(self, event_tag: str) -> str:
+        tag = self.scalars_tag or event_tag
+        return f"{self.writer}/{tag}" if self.writer else tag
+
+
+class WriterNames:
+    def __init__(self, root: str | None) -> None:
+        self.root = os.path.abspath(root) if root else None
+
+    def resolve(self, logdir: str, call: Sequence[Any] | None) -> WriterName:
+        logdir = os.path.abspath(logdir)
+        if call and call[0] == "scalars":
+            parent, key = _scalars_parent(logdir, call[1], call[2])
+            if parent is not None:
+                return WriterName(self._namespace(parent), f"{call[1]}/{key}")
+        if call and call[0] == "hparams":
+            return WriterName(self._namespace(os.path.dirname(logdir)))
+        return WriterName(self._namespace(logdir))
+
+    def _namespace(self, logdir: str) -> str:
+        if self.root is None:
+            self.root = logdir
+        if logdir == self.root:
+            return ""
+        base = self.root if _is_within(logdir, self.root) else os.path.commonpath([self.root, logdir])
+        return os.path.relpath(logdir, base).replace(os.sep, "/")
+
+
+def _is_within(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _scalars_parent(logdir: str, main_tag: str, keys: Sequence[str]) -> tuple[str | None, str | None]:
+    """The writer add_scalars was called on, from the logdir of the writer it made for one key.
+
+    torch names it ``<logdir>/<main_tag with / as _>_<key>``, tensorboardX ``<logdir>/<main_tag>/<key>``.
+    """
+    best: tuple[str | None, str | None] = (None, None)
+    for key in keys:
+        for suffix in ("/" + main_tag.replace("/", "_") + "_" + key, "/" + os.path.join(main_tag, key)):
+            suffix = os.path.normpath(suffix) if "/" in key or "/" in main_tag else suffix
+            if logdir.endswith(suffix) and (best[1] is None or len(key) > len(best[1])):
+                best = (logdir[: -len(suffix)], key)
+    return best

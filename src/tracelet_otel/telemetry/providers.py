@@ -1,0 +1,67 @@
+"""The agent's OpenTelemetry providers.
+
+Spans always go to the tracker exporters. They also go over OTLP, and metrics are exported, only when the
+standard variables ask for it explicitly (``OTEL_TRACES_EXPORTER=otlp``, ``OTEL_METRICS_EXPORTER=otlp`` or
+``console``): an OTLP exporter with no collector listening retries for ~13 s per flush.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from tracelet_otel.telemetry import semconv
+from tracelet_otel.telemetry.emitter import SPAN_LIMITS
+
+__all__ = ["make_meter_provider", "make_resource", "make_tracer_provider"]
+
+
+def make_resource(project: str | None, exp_name: str, run_id: str) -> Resource:
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these.
+    return Resource.create({
+        "service.name": "tracelet-otel",
+        semconv.RESOURCE_PROJECT: project or "",
+        semconv.RESOURCE_EXPERIMENT: exp_name,
+        semconv.RESOURCE_RUN_ID: run_id,
+    })
+
+
+def _requested(variable: str) -> set[str]:
+    return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
+
+
+def _otlp_protocol() -> str:
+    return os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+
+
+def make_tracer_provider(resource: Resource) -> TracerProvider:
+    provider = TracerProvider(resource=resource, span_limits=SPAN_LIMITS)
+    if "otlp" in _requested("OTEL_TRACES_EXPORTER"):
+        exporter: Any
+        if _otlp_protocol().startswith("http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+        exporter = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def make_meter_provider(resource: Resource) -> MeterProvider:
+    readers = []
+    requested = _requested("OTEL_METRICS_EXPORTER")
+    if "otlp" in requested:
+        if _otlp_protocol().startswith("http"):
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter  # type: ignore[assignment]
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if "console" in requested:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    return MeterProvider(resource=resource, metric_readers=readers)

@@ -1,0 +1,26 @@
+"""Names of the OpenTelemetry data tracelet-otel produces; ``docs/semantic-conventions.md`` documents each."""
+
+SPAN_NAME = "tensorboard.records"
+EVENT_PREFIX = "tensorboard."  # + RecordKind value: tensorboard.scalar, tensorboard.image, ...
+
+TAG = "tensorboard.tag"
+ORIGINAL_TAG = "tensorboard.original_tag"
+STEP = "tensorboard.step"
+WALL_TIME = "tensorboard.wall_time"
+WRITER = "tensorboard.writer"
+VALUE = "tensorboard.value"
+PARAMS = "tensorboard.hparams"
+FILENAME = "tensorboard.filename"
+BLOB_URI = "tracelet.blob.uri"
+BLOB_SHA256 = "tracelet.blob.sha256"
+BLOB_MEDIA_TYPE = "tracelet.blob.media_type"
+BLOB_SIZE = "tracelet.blob.size"
+RANK = "tracelet.rank"
+
+RESOURCE_PROJECT = "tracelet.project"
+RESOURCE_EXPERIMENT = "tracelet.experiment"
+RESOURCE_RUN_ID = "tracelet.run_id"
+
+METRIC_SCALAR = "tensorboard.scalar"
+METRIC_RECORDS = "tensorboard.records"
+METRIC_DELIVERY = "tracelet.delivery.records"
