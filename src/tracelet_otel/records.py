@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 __all__ = ["Blob", "Record", "RecordKind", "ParamValue"]
@@ -67,8 +67,16 @@ class Record:
     rank: int | None = None
 
     def to_json(self) -> str:
-        body: dict[str, Any] = {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
-        body["kind"] = self.kind.value
+        body: dict[str, Any] = {"kind": self.kind.value, "tag": self.tag, "step": self.step,
+                                "wall_time": self.wall_time}
+        for name in ("writer", "original_tag", "value", "filename", "rank"):
+            value = getattr(self, name)
+            if value is not None and value != "":
+                body[name] = value
+        if self.blob is not None:
+            body["blob"] = [self.blob.uri, self.blob.sha256, self.blob.media_type, self.blob.size]
+        if self.params:
+            body["params"] = dict(self.params)
         return json.dumps(body, separators=(",", ":"), allow_nan=True)
 
     @classmethod
@@ -76,5 +84,5 @@ class Record:
         body = json.loads(text)
         body["kind"] = RecordKind(body["kind"])
         if "blob" in body:
-            body["blob"] = Blob(**body["blob"])
+            body["blob"] = Blob(*body["blob"])
         return cls(**body)

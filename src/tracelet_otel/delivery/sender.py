@@ -77,7 +77,7 @@ class Sender:
                 return False
             self._isolate(batch)
             return True
-        self._spool.mark_delivered(seq for seq, _ in batch)
+        self._spool.mark_delivered(batch[-1][0])
         self._counters.add(delivered=len(batch))
         return True
 
@@ -94,7 +94,7 @@ class Sender:
                 self._counters.drop(reason)
                 _logger.warning("tracelet-otel: %s %r dropped, %s", getattr(record, "kind", ""),
                                 getattr(record, "tag", ""), reason)
-            self._spool.mark_delivered([seq])
+            self._spool.mark_delivered(seq)
 
 
 def _short(error: BaseException) -> str:

@@ -1,7 +1,8 @@
 """A durable, per-backend spool of records: sqlite in WAL mode, one file per backend and run.
 
-Records are on disk before an exporter reports success. A record is marked delivered only after its backend
-accepted it, so a crash loses nothing and replay resumes where delivery stopped.
+Records are on disk before an exporter reports success. Delivery is in order, so "delivered" is one number:
+the highest sequence number the backend has accepted. A crash loses nothing, and replay resumes right after
+that number. Each thread gets its own connection: WAL lets the sender read while the exporter appends.
 """
 
 from __future__ import annotations
@@ -19,46 +20,66 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_DELIVERED = "delivered_seq"
+PRUNE_EVERY = 20  # deliveries between deletions of delivered rows
 
 
 class Spool:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self._db.executescript(_SCHEMA)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._deliveries = 0
+        connection = self._db()
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
+            self._local.connection = connection
+            self._connections.append(connection)
+        return connection
 
     def append(self, records: Iterable[Record]) -> int:
         rows = [(record.to_json(),) for record in records]
-        with self._lock:
-            self._db.executemany("INSERT INTO records (body) VALUES (?)", rows)
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO records (body) VALUES (?)", rows)
+        db.execute("COMMIT")
         return len(rows)
 
     def pending(self, limit: int) -> list[tuple[int, Record]]:
-        with self._lock:
-            rows = self._db.execute("SELECT seq, body FROM records ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        rows = self._db().execute("SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                                  (self.delivered_seq(), limit)).fetchall()
         return [(seq, Record.from_json(body)) for seq, body in rows]
 
-    def mark_delivered(self, seqs: Iterable[int]) -> None:
-        # Delivered records are deleted: the spool holds exactly what is still owed.
-        with self._lock:
-            self._db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq in seqs])
+    def delivered_seq(self) -> int:
+        return int(self.get_meta(_DELIVERED) or 0)
+
+    def mark_delivered(self, seq: int) -> None:
+        """Everything up to ``seq`` is delivered."""
+        self.set_meta(_DELIVERED, seq)
+        self._deliveries += 1
+        if self._deliveries % PRUNE_EVERY == 0:
+            self._db().execute("DELETE FROM records WHERE seq <= ?", (seq,))
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        """Records not delivered yet."""
+        row = self._db().execute("SELECT COUNT(*) FROM records WHERE seq > ?", (self.delivered_seq(),)).fetchone()
+        return int(row[0])
 
     def get_meta(self, key: str) -> Any:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        self._db().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
+        self._local = threading.local()

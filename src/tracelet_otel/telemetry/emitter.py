@@ -8,6 +8,7 @@ is built with a higher limit than we ever use, and every ended span is checked f
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, Iterable
 
 from opentelemetry import metrics, trace
@@ -35,6 +36,9 @@ class Emitter:
                                              description="Records captured from TensorBoard, by kind")
         self._span: Any = None
         self._events_in_span = 0
+        # A gauge reports only its latest value, and a counter a sum: set them once per span, not per record.
+        self._latest: dict[tuple[str, str], float] = {}
+        self._counts: Counter[str] = Counter()
         self.dropped_events = 0
 
     def emit(self, records: Iterable[Record]) -> None:
@@ -44,9 +48,9 @@ class Emitter:
             name, attributes, timestamp = events.encode(record)
             self._span.add_event(name, attributes, timestamp)
             self._events_in_span += 1
-            if record.kind is RecordKind.SCALAR:
-                self._scalar.set(record.value, {semconv.TAG: record.tag, semconv.WRITER: record.writer})
-            self._records.add(1, {"kind": record.kind.value})
+            if record.kind is RecordKind.SCALAR and record.value is not None:
+                self._latest[record.tag, record.writer] = record.value
+            self._counts[record.kind.value] += 1
             if self._events_in_span >= EVENTS_PER_SPAN:
                 self.end_span()
 
@@ -55,6 +59,12 @@ class Emitter:
         if span is None:
             return
         span.end()
+        for (tag, writer), value in self._latest.items():
+            self._scalar.set(value, {semconv.TAG: tag, semconv.WRITER: writer})
+        for kind, count in self._counts.items():
+            self._records.add(count, {"kind": kind})
+        self._latest.clear()
+        self._counts.clear()
         dropped = getattr(span, "dropped_events", 0)
         if dropped:  # cannot happen with SPAN_LIMITS; checked because it would lose data silently
             self.dropped_events += dropped
