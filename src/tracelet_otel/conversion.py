@@ -205,8 +205,8 @@ def _histogram(histo: Any) -> dict[str, Any]:
 
 
 def _text_bytes(array: np.ndarray) -> bytes:
-    if array.ndim == 0:
-        item = array.item()
+    if array.size == 1:  # torch and tensorboardX write one string as a 1-element tensor
+        item = array.reshape(()).item()
         return item if isinstance(item, bytes) else str(item).encode()
     rows: Iterable[Any] = array.tolist()
     return json.dumps(rows, default=lambda b: b.decode("utf-8", "replace")).encode()

@@ -8,6 +8,7 @@ is built with a higher limit than we ever use, and every ended span is checked f
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from typing import Any, Iterable
 
@@ -48,7 +49,8 @@ class Emitter:
             name, attributes, timestamp = events.encode(record)
             self._span.add_event(name, attributes, timestamp)
             self._events_in_span += 1
-            if record.kind is RecordKind.SCALAR and record.value is not None:
+            # The SDK refuses non-finite gauge values; the span event still carries them.
+            if record.kind is RecordKind.SCALAR and record.value is not None and math.isfinite(record.value):
                 self._latest[record.tag, record.writer] = record.value
             self._counts[record.kind.value] += 1
             if self._events_in_span >= EVENTS_PER_SPAN:

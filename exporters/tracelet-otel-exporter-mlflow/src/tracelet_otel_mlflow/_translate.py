@@ -77,6 +77,13 @@ def mlflow_name(name: str) -> str:
     return mapped
 
 
+def param_text(value: object) -> str:
+    """TensorBoard stores every number hparam as a double: 64 comes back as 64.0 and is logged as "64"."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
 def _is_normalised(name: str) -> bool:
     return name != "" and all(segment not in ("", ".", "..") for segment in name.split("/"))
 
@@ -102,7 +109,7 @@ def translate(records: Iterable[Record]) -> Translation:
             continue
         if record.kind is RecordKind.HPARAMS:
             for key, value in record.params.items():
-                params[name(key)] = str(value)
+                params[name(key)] = param_text(value)
         if record.blob is not None:
             translation.calls.append(_artifact(record, name))
     if metrics or params:

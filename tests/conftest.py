@@ -1,0 +1,93 @@
+"""Fixtures: every test runs in its own directory with its own MLflow store; servers are real and local."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Iterator
+
+import pytest
+
+from tests.support import MlflowStore
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch) -> Iterator[str]:
+    """A fresh working directory; no TRACELET_* or MLflow settings leak in from the machine."""
+    for name in list(os.environ):
+        if name.startswith(("TRACELET_", "MLFLOW_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield str(tmp_path)
+    import tracelet_otel
+
+    tracelet_otel.stop_logging()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> MlflowStore:
+    """A real local MLflow store (sqlite), named through MLFLOW_TRACKING_URI as a user would."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return MlflowStore(uri)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 that a test can kill and restart on the same port and store."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self._log = open(os.path.join(self.directory, "server.log"), "ab")
+        self._process = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
+             "--backend-store-uri", f"sqlite:///{self.directory}/server.db",
+             "--default-artifact-root", f"{self.directory}/artifacts", "--serve-artifacts",
+             "--artifacts-destination", f"{self.directory}/artifacts",
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"mlflow server did not become healthy; see {self.directory}/server.log")
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (it forks workers)."""
+        if self._process is not None:
+            os.killpg(self._process.pid, 9)
+            self._process.wait()
+            self._process = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            os.killpg(self._process.pid, 15)
+            self._process.wait(timeout=30)
+            self._process = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
+    server = MlflowServer(str(tmp_path_factory.mktemp("mlflow-server")))
+    server.start()
+    yield server
+    server.stop()
