@@ -72,21 +72,26 @@ class _AgentProcess:
             [sys.executable, "-m", "tracelet_otel.agent", run_dir],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         )
-        self._lines: queue.Queue[str] = queue.Queue()
+        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, name="tracelet-otel-agent-reader", daemon=True).start()
 
     def _read(self) -> None:
         assert self._process.stdout is not None
         for line in self._process.stdout:
-            self._lines.put(line)
-        self._lines.put("")
+            message = json.loads(line)
+            if "log" in message:  # the agent's warnings, re-emitted where the user's logging sees them
+                log = message["log"]
+                logging.getLogger(log["name"]).log(log["level"], log["message"])
+            else:
+                self._lines.put(message)
+        self._lines.put({})
 
     def message(self, timeout: float) -> dict[str, Any]:
         try:
-            line = self._lines.get(timeout=timeout)
+            message = self._lines.get(timeout=timeout)
         except queue.Empty:
             return {"error": f"no answer from the tracelet-otel agent within {timeout:.0f}s"}
-        return json.loads(line) if line else {"error": f"the agent exited with status {self._process.wait()}"}
+        return message or {"error": f"the agent exited with status {self._process.wait()}"}
 
     def stop(self) -> None:
         if self._process.poll() is None:

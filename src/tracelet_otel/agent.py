@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -124,13 +125,27 @@ class Agent:
         return summary
 
 
+class _ForwardToTraining(logging.Handler):
+    """Our warnings belong in the training process's logging, where the user configured it."""
+
+    def __init__(self, protocol: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self._protocol = protocol
+        self._lock_protocol = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = {"log": {"name": record.name, "level": record.levelno, "message": record.getMessage()}}
+        with self._lock_protocol:
+            self._protocol.write(json.dumps(message) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     run_dir = (argv or sys.argv[1:])[0]
     # The protocol gets a private copy of stdout; whatever libraries print goes to stderr.
     protocol: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    logging.basicConfig(level=os.environ.get("TRACELET_AGENT_LOG_LEVEL", "WARNING"), stream=sys.stderr,
-                        format="%(message)s")
+    logging.getLogger("tracelet_otel").addHandler(_ForwardToTraining(protocol))
+    logging.getLogger("tracelet_otel").propagate = False
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     try:
         agent = Agent(run_dir)

@@ -162,7 +162,7 @@ class EventConverter:
             if shrunk is None:
                 self._drop(tag, f"{len(data)} bytes is above max_image_size ({limit}) and cannot be downscaled")
                 return
-            self._warn_once(tag, f"image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes (max_image_size)")
+            self._warn_once(tag, f"tracelet-otel: image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes (max_image_size)")
             data = shrunk
         kind = RecordKind.VIDEO if video else RecordKind.IMAGE
         yield self._record(kind, name, tag, step, wall_time,
