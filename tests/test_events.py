@@ -1,0 +1,66 @@
+"""Records survive the trip through OpenTelemetry span events unchanged, and no event is ever dropped."""
+
+from __future__ import annotations
+
+import math
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracelet_otel.records import Blob, Record, RecordKind
+from tracelet_otel.telemetry import events, semconv
+from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN, SPAN_LIMITS, Emitter
+
+RECORDS = [
+    Record(RecordKind.SCALAR, "validation/loss", 2**62, 1700000000.123456, writer="validation",
+           original_tag="loss", value=0.30000001192092896, rank=3),
+    Record(RecordKind.SCALAR, "nan", -5, 1.5, value=math.nan),
+    Record(RecordKind.IMAGE, "img", 1, 2.0, blob=Blob("file:///s/ab/abcd.png", "abcd", "image/png", 123)),
+    Record(RecordKind.HPARAMS, "hparams", 0, 3.0, params={"lr": 0.1, "opt": "adam", "flag": True}),
+    Record(RecordKind.EMBEDDING, "emb", 0, 4.0, blob=Blob("file:///t", "t", "text/tab-separated-values", 1),
+           filename="tensors.tsv"),
+]
+
+
+def test_encode_then_decode_gives_the_same_record():
+    for record in RECORDS:
+        name, attributes, timestamp = events.encode(record)
+        decoded = events.decode(name, attributes)
+        if record.value is not None and math.isnan(record.value):
+            assert decoded is not None and math.isnan(decoded.value)
+        else:
+            assert decoded == record
+        assert timestamp == int(record.wall_time * 1e9)
+
+
+def test_events_of_other_instrumentations_are_ignored():
+    assert events.decode("exception", {"exception.type": "ValueError"}) is None
+
+
+def emit(count: int):
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    provider = TracerProvider(span_limits=SPAN_LIMITS)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    emitter = Emitter(provider, MeterProvider(metric_readers=[reader]))
+    emitter.emit(Record(RecordKind.SCALAR, "loss", step, 1.0 + step, value=float(step)) for step in range(count))
+    emitter.end_span()
+    return exporter.get_finished_spans(), reader.get_metrics_data(), emitter
+
+
+def test_thousands_of_events_are_split_into_short_spans_and_none_is_dropped():
+    spans, _, emitter = emit(2000)
+    assert all(len(span.events) <= EVENTS_PER_SPAN and span.dropped_events == 0 for span in spans)
+    assert [record.step for record in events.decode_span_events(spans)] == list(range(2000))
+    assert emitter.dropped_events == 0
+
+
+def test_scalars_are_gauges_per_tag_and_writer_without_a_step():
+    _, metrics, _ = emit(10)
+    gauges = [metric for resource in metrics.resource_metrics for scope in resource.scope_metrics
+              for metric in scope.metrics if metric.name == semconv.METRIC_SCALAR]
+    (point,) = gauges[0].data.data_points
+    assert dict(point.attributes) == {semconv.TAG: "loss", semconv.WRITER: ""}
+    assert point.value == 9.0
