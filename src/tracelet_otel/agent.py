@@ -8,6 +8,7 @@ Training pays only for an append per event; conversion, OpenTelemetry and export
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,10 +18,9 @@ import time
 from typing import Any, TextIO
 
 from tracelet_otel.artifacts import ArtifactStore
-from tracelet_otel.backends import load_backend
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
-from tracelet_otel.delivery import Spool, TrackerSpanExporter
+from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
 from tracelet_otel.telemetry.emitter import Emitter
 from tracelet_otel.telemetry.providers import make_meter_provider, make_resource, make_tracer_provider
@@ -32,6 +32,7 @@ __all__ = ["Agent", "main"]
 _logger = logging.getLogger("tracelet_otel.agent")
 
 IDLE_POLL_S = 0.02
+BACKGROUND_NICENESS = 5
 PROGRESS_EVERY_S = 5.0
 
 
@@ -44,14 +45,16 @@ class Agent:
         self._meter_provider = make_meter_provider(resource)
         self.exporters: dict[str, TrackerSpanExporter] = {}
         for name in self.spec.backends:
-            spool = Spool(spool_path(run_dir, name))
-            backend = load_backend(name)
-            backend_run = backend.open_run(self.spec.info, self.spec.options.backend_options or {},
-                                           resume=spool.get_meta("run"))
-            spool.set_meta("run", backend_run.reference)
-            exporter = TrackerSpanExporter(backend_run, spool)
-            self.exporters[name] = exporter
+            path = spool_path(run_dir, name)
+            # A spool that exists already names its run: the agent was restarted, keep delivering there.
+            delivery = None if os.path.exists(path) else Delivery(
+                name, None, dict(self.spec.options.backend_options or {}), dataclasses.asdict(self.spec.info))
+            self.exporters[name] = TrackerSpanExporter(path, delivery)
             # Synchronous: once a span has ended, its records are in every spool.
+
+        # The workers open their runs in parallel; then every span reaches every spool synchronously.
+        self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}
+        for exporter in self.exporters.values():
             self._tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         self._emitter = Emitter(self._tracer_provider, self._meter_provider)
         self._converter = EventConverter(self.spec.options, ArtifactStore(self.spec.options.artifact_root),
@@ -62,8 +65,7 @@ class Agent:
         self.status = "FINISHED"
 
     def describe(self) -> dict[str, Any]:
-        return {name: {"run": exporter.backend_run.reference, "url": exporter.backend_run.url}
-                for name, exporter in self.exporters.items()}
+        return self.backend_runs
 
     def follow(self, *, until_end: bool = True) -> None:
         """Convert and spool the journal; with ``until_end`` keep following it until its end marker."""
@@ -109,18 +111,13 @@ class Agent:
             while not exporter.force_flush(int(min(PROGRESS_EVERY_S, max(0.0, deadline - time.monotonic())) * 1000)):
                 if time.monotonic() >= deadline:
                     break
-                print(f"tracelet-otel: delivering to {name}, {exporter.undelivered} records to go...", file=sys.stderr)
+                print(f"tracelet-otel: delivering to {name}, {exporter.spool.count()} records to go...",
+                      file=sys.stderr)
         summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dict(self._converter.dropped),
                                                                "dropped_span_events": self._emitter.dropped_events}}
         for name, exporter in self.exporters.items():
-            undelivered = exporter.undelivered
-            try:
-                exporter.backend_run.finish(self.status)
-            except Exception as error:  # the backend is down: replay ends the run later
-                _logger.warning("tracelet-otel: could not end the %s run: %s", name, error)
-            summary["backends"][name] = {**exporter.counters.as_dict(), "undelivered": undelivered,
-                                         "spool": exporter.spool.path}
-        self._tracer_provider.shutdown()  # shuts the exporters down too
+            summary["backends"][name] = exporter.close(self.status, max(0.0, deadline - time.monotonic()))
+        self._tracer_provider.shutdown()
         self._meter_provider.shutdown()
         return summary
 
@@ -141,6 +138,7 @@ class _ForwardToTraining(logging.Handler):
 
 def main(argv: list[str] | None = None) -> int:
     run_dir = (argv or sys.argv[1:])[0]
+    os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
     # The protocol gets a private copy of stdout; whatever libraries print goes to stderr.
     protocol: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

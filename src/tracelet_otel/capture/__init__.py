@@ -16,8 +16,6 @@ import importlib.util
 from typing import Any, Collection
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
 
 from tracelet_otel.capture import _wrappers
 from tracelet_otel.capture._capture import Capture
@@ -58,13 +56,13 @@ class TensorBoardInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             start_from_environment()  # it calls instrument(capture=...) itself, once uninstrumented
             return
         for module in _installed_writer_modules():
-            wrap_function_wrapper(module, "FileWriter.add_event", _wrappers.add_event(capture))
-            wrap_function_wrapper(module, "SummaryWriter.add_scalars", _wrappers.add_scalars)
-            wrap_function_wrapper(module, "SummaryWriter.add_hparams", _wrappers.add_hparams)
-            wrap_function_wrapper(module, "SummaryWriter.add_embedding", _wrappers.add_embedding(capture))
+            _wrappers.patch(module.FileWriter, "add_event", _wrappers.add_event(capture))
+            _wrappers.patch(module.SummaryWriter, "add_scalars", _wrappers.add_scalars)
+            _wrappers.patch(module.SummaryWriter, "add_hparams", _wrappers.add_hparams)
+            _wrappers.patch(module.SummaryWriter, "add_embedding", _wrappers.add_embedding(capture))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for module in _installed_writer_modules():
-            unwrap(module.FileWriter, "add_event")
+            _wrappers.unpatch(module.FileWriter, "add_event")
             for method in ("add_scalars", "add_hparams", "add_embedding"):
-                unwrap(module.SummaryWriter, method)
+                _wrappers.unpatch(module.SummaryWriter, method)

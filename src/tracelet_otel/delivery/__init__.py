@@ -3,5 +3,6 @@
 from tracelet_otel.delivery.counters import DeliveryCounters
 from tracelet_otel.delivery.exporter import TrackerSpanExporter
 from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.delivery.worker import Delivery
 
-__all__ = ["DeliveryCounters", "Spool", "TrackerSpanExporter"]
+__all__ = ["Delivery", "DeliveryCounters", "Spool", "TrackerSpanExporter"]

@@ -11,7 +11,6 @@ __all__ = ["DeliveryCounters"]
 
 @dataclass
 class DeliveryCounters:
-    spooled: int = 0
     delivered: int = 0
     retried: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> records
@@ -28,5 +27,10 @@ class DeliveryCounters:
 
     def as_dict(self) -> dict[str, object]:
         with self._lock:
-            return {"spooled": self.spooled, "delivered": self.delivered, "retried": self.retried,
-                    "dropped": dict(self.dropped)}
+            return {"delivered": self.delivered, "retried": self.retried, "dropped": dict(self.dropped)}
+
+    @classmethod
+    def from_dict(cls, body: dict[str, object] | None) -> DeliveryCounters:
+        body = body or {}
+        return cls(delivered=int(body.get("delivered", 0)), retried=int(body.get("retried", 0)),  # type: ignore[arg-type]
+                   dropped=Counter(body.get("dropped", {})))  # type: ignore[arg-type]

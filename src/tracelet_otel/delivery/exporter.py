@@ -1,60 +1,121 @@
 """The OpenTelemetry span exporter shared by every tracker backend.
 
-``export`` decodes our span events back into records and spools them; a :class:`Sender` delivers them. Each
-backend package subclasses :class:`TrackerSpanExporter` only to open its run.
+``export`` decodes our span events back into records and appends them to a durable spool; a delivery worker
+process (:mod:`tracelet_otel.delivery.worker`) sends them to the backend, with batching and retry. Success
+means "on disk", never "maybe in memory".
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Sequence
+import select
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracelet_otel.backends import BackendRun
 from tracelet_otel.delivery.counters import DeliveryCounters
-from tracelet_otel.delivery.sender import Sender
+from tracelet_otel.delivery.sender import COUNTERS_KEY
 from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.delivery.worker import FINISHED_KEY, Delivery
 from tracelet_otel.telemetry.events import decode_span_events
 
 __all__ = ["TrackerSpanExporter"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
 
+FLUSH_POLL_S = 0.05
+
 
 class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
-    def __init__(self, backend_run: BackendRun, spool: Spool) -> None:
-        self.backend_run = backend_run
-        self.spool = spool
-        self.counters = DeliveryCounters()
-        self._sender = Sender(spool, backend_run, self.counters)
+    """Spools tracelet-otel records for one backend run and has a worker process deliver them.
+
+    Args:
+        spool_path: the sqlite spool; created if missing.
+        delivery: the backend run to deliver to; None to continue a spool that already names one.
+    """
+
+    def __init__(self, spool_path: str, delivery: Delivery | None = None) -> None:
+        self.spool = Spool(spool_path)
+        if delivery is not None:
+            delivery.save(self.spool)
+        self.backend = Delivery.load(self.spool).backend
+        self._worker = subprocess.Popen([sys.executable, "-m", "tracelet_otel.delivery", spool_path],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._worker.stdin is not None and self._worker.stdout is not None
+        self._control = self._worker.stdin
+        self._ready: dict[str, Any] | None = None
         self._shutdown = False
+
+    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
+        """The backend run (``{"run": reference, "url": ...}``) once the worker has opened it.
+
+        Raises:
+            RuntimeError: the worker could not open the run (bad configuration, unreachable backend).
+        """
+        if self._ready is None:
+            assert self._worker.stdout is not None
+            readable, _, _ = select.select([self._worker.stdout], [], [], timeout)
+            line = self._worker.stdout.readline() if readable else ""
+            message = json.loads(line) if line else {"error": f"no answer within {timeout:.0f}s"}
+            if "ready" not in message:
+                self.shutdown()
+                raise RuntimeError(f"tracelet-otel could not open the {self.backend} run: {message['error']}")
+            self._ready = message["ready"]
+        return self._ready
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            spooled = self.spool.append(decode_span_events(spans))
+            self.spool.append(decode_span_events(spans))
         except Exception:
-            _logger.exception("tracelet-otel: could not spool records for %s", self.backend_run.backend)
+            _logger.exception("tracelet-otel: could not spool records for %s", self.backend)
             return SpanExportResult.FAILURE
-        self.counters.add(spooled=spooled)
-        self._sender.wake()
+        self._tell("wake")
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Waits until every spooled record is delivered."""
-        return self._sender.drain(timeout_millis / 1000)
+        """Waits until the worker has delivered every spooled record."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while self.spool.count():
+            if time.monotonic() >= deadline or self._worker.poll() is not None:
+                return False
+            time.sleep(FLUSH_POLL_S)
+        return True
+
+    def close(self, status: str = "FINISHED", timeout: float = 30.0) -> dict[str, Any]:
+        """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
+        if not self._shutdown:
+            self._shutdown = True
+            self._tell(f"finish {status} {timeout}")
+            try:
+                self._control.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self._worker.wait(timeout + 30)
+            except subprocess.TimeoutExpired:
+                self._worker.kill()
+                self._worker.wait()
+        report = {**DeliveryCounters.from_dict(self.spool.get_meta(COUNTERS_KEY)).as_dict(),
+                  "spooled": self.spool.total(), "undelivered": self.spool.count(),
+                  "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path}
+        return report
 
     def shutdown(self) -> None:
         if self._shutdown:
-            _logger.warning("tracelet-otel: exporter for %s already shut down", self.backend_run.backend)
             return
-        self._shutdown = True
-        self._sender.stop()
+        self.close()
         self.spool.close()
 
-    @property
-    def undelivered(self) -> int:
-        return self.spool.count()
+    def _tell(self, line: str) -> None:
+        try:
+            self._control.write(line + "\n")
+            self._control.flush()
+        except (BrokenPipeError, ValueError):  # the worker is gone; the spool keeps everything for replay
+            pass

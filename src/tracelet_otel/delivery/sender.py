@@ -13,10 +13,11 @@ from tracelet_otel.backends import BackendRun
 from tracelet_otel.delivery.counters import DeliveryCounters
 from tracelet_otel.delivery.spool import Spool
 
-__all__ = ["Sender"]
+__all__ = ["COUNTERS_KEY", "Sender"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
 
+COUNTERS_KEY = "counters"
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 
@@ -66,6 +67,12 @@ class Sender:
                 self._stopping.wait(self._backoff)
 
     def _deliver(self, batch: list[tuple[int, object]]) -> bool:
+        try:
+            return self._attempt(batch)
+        finally:
+            self._spool.set_meta(COUNTERS_KEY, self._counters.as_dict())
+
+    def _attempt(self, batch: list[tuple[int, object]]) -> bool:
         records = [record for _, record in batch]
         try:
             self._run.deliver(records)  # type: ignore[arg-type]

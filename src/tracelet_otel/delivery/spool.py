@@ -8,20 +8,50 @@ that number. Each thread gets its own connection: WAL lets the sender read while
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from typing import Any, Iterable
 
-from tracelet_otel.records import Record
+from tracelet_otel.records import Blob, Record, RecordKind
 
 __all__ = ["Spool"]
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, tag TEXT NOT NULL, step INTEGER NOT NULL,
+    wall_time REAL NOT NULL, value REAL, writer TEXT NOT NULL, extra TEXT
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _DELIVERED = "delivered_seq"
 PRUNE_EVERY = 20  # deliveries between deletions of delivered rows
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    """Columns for what every scalar has; JSON only for the rest (and for NaN, which sqlite stores as NULL)."""
+    extra: dict[str, Any] = {}
+    value = record.value
+    if value is not None and math.isnan(value):
+        extra["value"], value = value, None
+    if record.original_tag != record.tag:
+        extra["original_tag"] = record.original_tag
+    if record.blob is not None:
+        extra["blob"] = list(record.blob)
+    for name in ("filename", "params", "rank"):
+        if getattr(record, name) is not None:
+            extra[name] = getattr(record, name)
+    return (record.kind.value, record.tag, record.step, record.wall_time, value, record.writer,
+            json.dumps(extra, allow_nan=True) if extra else None)
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    _, kind, tag, step, wall_time, value, writer, extra_json = row
+    extra = json.loads(extra_json) if extra_json else {}
+    blob = extra.get("blob")
+    return Record(RecordKind(kind), tag, step, wall_time, writer, extra.get("original_tag", tag),
+                  extra.get("value", value), Blob(*blob) if blob else None, extra.get("filename"),
+                  extra.get("params"), extra.get("rank"))
 
 
 class Spool:
@@ -44,17 +74,18 @@ class Spool:
         return connection
 
     def append(self, records: Iterable[Record]) -> int:
-        rows = [(record.to_json(),) for record in records]
+        rows = [_row(record) for record in records]
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO records (body) VALUES (?)", rows)
+        db.executemany("INSERT INTO records (kind, tag, step, wall_time, value, writer, extra) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
         return len(rows)
 
     def pending(self, limit: int) -> list[tuple[int, Record]]:
-        rows = self._db().execute("SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+        rows = self._db().execute("SELECT * FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                                   (self.delivered_seq(), limit)).fetchall()
-        return [(seq, Record.from_json(body)) for seq, body in rows]
+        return [(row[0], _record(row)) for row in rows]
 
     def delivered_seq(self) -> int:
         return int(self.get_meta(_DELIVERED) or 0)
@@ -65,6 +96,11 @@ class Spool:
         self._deliveries += 1
         if self._deliveries % PRUNE_EVERY == 0:
             self._db().execute("DELETE FROM records WHERE seq <= ?", (seq,))
+
+    def total(self) -> int:
+        """Records ever spooled (delivered ones included)."""
+        row = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        return int(row[0]) if row else 0
 
     def count(self) -> int:
         """Records not delivered yet."""

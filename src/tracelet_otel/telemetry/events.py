@@ -24,8 +24,9 @@ def encode(record: Record) -> tuple[str, dict[str, Any], int]:
         semconv.STEP: record.step,
         semconv.WALL_TIME: record.wall_time,
         semconv.WRITER: record.writer,
-        semconv.ORIGINAL_TAG: record.original_tag,
     }
+    if record.original_tag != record.tag:
+        attributes[semconv.ORIGINAL_TAG] = record.original_tag
     if record.value is not None:
         attributes[semconv.VALUE] = record.value
     if record.blob is not None:
@@ -59,11 +60,11 @@ def decode(name: str, attributes: Mapping[str, Any]) -> Record | None:
         step=int(attributes[semconv.STEP]),
         wall_time=float(attributes[semconv.WALL_TIME]),
         writer=attributes.get(semconv.WRITER, ""),
-        original_tag=attributes.get(semconv.ORIGINAL_TAG, ""),
+        original_tag=attributes.get(semconv.ORIGINAL_TAG, attributes[semconv.TAG]),
         value=None if value is None else float(value),
         blob=blob,
         filename=attributes.get(semconv.FILENAME),
-        params=json.loads(params) if params else {},
+        params=json.loads(params) if params else None,
         rank=attributes.get(semconv.RANK),
     )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from tracelet_otel.backends import RunInfo
-from tracelet_otel.delivery import Spool, TrackerSpanExporter
+from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 
 from tracelet_otel_mlflow._run import MlflowBackend
 from tracelet_otel_mlflow._translate import translate_metrics
@@ -24,16 +25,20 @@ class MlflowSpanExporter(TrackerSpanExporter):
         run_id: an existing MLflow run to deliver to; without it a run is created from ``run``.
         run: the experiment (``project``) and run name of the run to create.
         tracking_uri: MLflow's tracking URI; MLflow's own default when None.
+
+    Raises:
+        RuntimeError: the run could not be opened.
     """
 
     def __init__(self, spool_path: str, *, run_id: str | None = None, run: RunInfo | None = None,
                  tracking_uri: str | None = None) -> None:
         if run_id is None and run is None:
             raise ValueError("MlflowSpanExporter needs run_id= (an existing run) or run= (one to create)")
-        resume = {"run_id": run_id, "tracking_uri": tracking_uri} if run_id else None
-        backend_run = MlflowBackend().open_run(run or RunInfo("", "", None), {"mlflow_tracking_uri": tracking_uri},
-                                               resume=resume)
-        super().__init__(backend_run, Spool(spool_path))
+        existing = {"run_id": run_id, "tracking_uri": tracking_uri} if run_id else None
+        info = dataclasses.asdict(run or RunInfo("", "", None))
+        super().__init__(spool_path, Delivery(MlflowBackend.name, existing, {"mlflow_tracking_uri": tracking_uri}, info))
+        self.run_id = str(self.wait_ready()["run"]["run_id"])
+
 
 class MlflowMetricExporter(MetricExporter):  # type: ignore[misc]
     """Sends OpenTelemetry metrics (gauges, sums, histograms) to an MLflow run as metrics."""

@@ -108,7 +108,7 @@ def translate(records: Iterable[Record]) -> Translation:
             metrics.append(MetricPoint(name(record.tag), record.value, timestamp_ms(record.wall_time), record.step))
             continue
         if record.kind is RecordKind.HPARAMS:
-            for key, value in record.params.items():
+            for key, value in (record.params or {}).items():
                 params[name(key)] = param_text(value)
         if record.blob is not None:
             translation.calls.append(_artifact(record, name))

@@ -1,0 +1,120 @@
+"""The delivery worker: a process that owns one backend run and drains one spool into it.
+
+Each tracker exporter starts one (``python -m tracelet_otel.delivery SPOOL``), so delivery has a core of its
+own, the process that spools never imports the backend's SDK, and delivery outlives a crash of that process.
+Everything the worker needs is in the spool's meta: the backend, its options, and the run to resume (none
+yet: it creates one and records it there, so replay resumes the same run).
+
+It reports ``{"ready": {"run": ..., "url": ...}}`` (or ``{"error": ...}``) as one JSON line on stdout, then
+takes control lines on stdin:
+
+* ``wake``: records were appended;
+* ``finish STATUS TIMEOUT``: nothing more will come; deliver for up to TIMEOUT seconds, end the backend run
+  with STATUS if everything was delivered, and exit. What is left stays in the spool for replay.
+
+End of input without ``finish`` means the spooling process died: the worker still delivers what was spooled
+(up to ``ORPHAN_TIMEOUT_S``) and ends the run as ``KILLED``. ``tracelet-otel replay`` runs the same
+:func:`deliver` in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from tracelet_otel.backends import BackendRun, RunInfo, load_backend
+from tracelet_otel.delivery.counters import DeliveryCounters
+from tracelet_otel.delivery.sender import COUNTERS_KEY, Sender
+from tracelet_otel.delivery.spool import Spool
+
+__all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "deliver", "main", "open_run"]
+
+_logger = logging.getLogger("tracelet_otel.delivery")
+
+DELIVERY_KEY = "delivery"  # spool meta: {"backend", "run", "options", "info"}
+FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended with
+ORPHAN_TIMEOUT_S = 600.0
+BACKGROUND_NICENESS = 5
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a spool is delivered to: a backend, its options, and its run (None until created)."""
+
+    backend: str
+    run: dict[str, Any] | None
+    options: dict[str, Any]
+    info: dict[str, Any]
+
+    def save(self, spool: Spool) -> None:
+        spool.set_meta(DELIVERY_KEY, {"backend": self.backend, "run": self.run, "options": self.options,
+                                      "info": self.info})
+
+    @classmethod
+    def load(cls, spool: Spool) -> Delivery:
+        return cls(**spool.get_meta(DELIVERY_KEY))
+
+
+def open_run(spool: Spool) -> BackendRun:
+    """Resume the spool's backend run, or create it and record it in the spool."""
+    delivery = Delivery.load(spool)
+    backend_run = load_backend(delivery.backend).open_run(RunInfo(**delivery.info), delivery.options,
+                                                          resume=delivery.run)
+    if delivery.run is None:
+        replace(delivery, run=backend_run.reference).save(spool)
+    return backend_run
+
+
+def deliver(spool: Spool, backend_run: BackendRun, wait_for_finish: Callable[[Sender], tuple[str, float]]) -> bool:
+    """Deliver the spool; ``wait_for_finish`` returns (status, timeout) once nothing more will be spooled.
+
+    Returns whether everything was delivered and the backend run ended.
+    """
+    counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
+    sender = Sender(spool, backend_run, counters)
+    status, timeout = wait_for_finish(sender)
+    delivered = sender.drain(timeout)
+    sender.stop()
+    spool.set_meta(COUNTERS_KEY, counters.as_dict())
+    if not delivered:
+        return False
+    try:
+        backend_run.finish(status)
+    except Exception as error:  # the backend went away at the last moment: replay ends the run
+        _logger.warning("tracelet-otel: could not end the %s run: %s", backend_run.backend, error)
+        return False
+    spool.set_meta(FINISHED_KEY, status)
+    return True
+
+
+def _follow_control(sender: Sender) -> tuple[str, float]:
+    for line in sys.stdin:
+        words = line.split()
+        if words[:1] == ["wake"]:
+            sender.wake()
+        elif words[:1] == ["finish"]:
+            return words[1], float(words[2])
+    return "KILLED", ORPHAN_TIMEOUT_S
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The protocol gets a private copy of stdout; whatever the backend's SDK prints goes to stderr.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
+    spool = Spool((argv or sys.argv[1:])[0])
+    try:
+        try:
+            backend_run = open_run(spool)
+        except Exception as error:
+            protocol.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
+            return 2
+        protocol.write(json.dumps({"ready": {"run": backend_run.reference, "url": backend_run.url}}) + "\n")
+        return 0 if deliver(spool, backend_run, _follow_control) else 3
+    finally:
+        spool.close()
