@@ -135,7 +135,7 @@ def _join(*parts: str) -> str:
 def translate_metrics(metrics_data: Any, step: int) -> list[MetricPoint]:
     """OpenTelemetry metric points -> MLflow metrics: one key per instrument and attribute set.
 
-    Gauges and sums give their value; histograms give ``<name>.count`` and ``<name>.sum``. The step is the
+    Gauges and sums give their value, keyed ``<name>/<attribute>:<value>,...``; histograms give ``<name>.count`` and ``<name>.sum``. The step is the
     export number, so the MLflow chart shows one point per export interval.
     """
     points: list[MetricPoint] = []
@@ -143,7 +143,7 @@ def translate_metrics(metrics_data: Any, step: int) -> list[MetricPoint]:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 for point in metric.data.data_points:
-                    suffix = ",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items()))
+                    suffix = ",".join(f"{k}:{v}" for k, v in sorted((point.attributes or {}).items()))
                     key = metric.name + (f"/{suffix}" if suffix else "")
                     time_ms = point.time_unix_nano // 1_000_000
                     if hasattr(point, "value"):
