@@ -177,7 +177,19 @@ def start_logging(
             TensorBoardInstrumentor().instrument(capture=capture, skip_dep_check=True)
         _active = _ActiveRun(run, options, capture, agent)
         _logger.info("tracelet-otel: run %s started (%s)", run_id, ", ".join(names))
+        _offer_replay(options.spool_dir, run_dir)
         return run
+
+
+def _offer_replay(spool_dir: str, current_run_dir: str) -> None:
+    """Earlier runs that left records behind are named, with the command that delivers them. Delivering
+    them here would send traffic the user did not ask for from a job that may not own those runs."""
+    from tracelet_otel.cli import leftover_runs
+
+    leftovers = [os.path.basename(run_dir) for run_dir in leftover_runs(spool_dir) if run_dir != current_run_dir]
+    if leftovers:
+        _logger.warning("tracelet-otel: %d earlier run(s) in %s still hold undelivered records (%s); deliver them "
+                        "with: tracelet-otel replay %s", len(leftovers), spool_dir, ", ".join(leftovers), spool_dir)
 
 
 def _absolute_paths(options: Options) -> Options:

@@ -9,22 +9,27 @@ Training pays only for an append per event; conversion, OpenTelemetry and export
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from tracelet_otel.artifacts import ArtifactStore
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
+from tracelet_otel.delivery.counters import delivery_observations
 from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
+from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.emitter import Emitter
 from tracelet_otel.telemetry.providers import make_meter_provider, make_resource, make_tracer_provider
 
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 __all__ = ["Agent", "main"]
@@ -32,13 +37,31 @@ __all__ = ["Agent", "main"]
 _logger = logging.getLogger("tracelet_otel.agent")
 
 IDLE_POLL_S = 0.02
+FLUSH_POLL_S = 0.2
+LOCK_NAME = "agent.lock"
 BACKGROUND_NICENESS = 5
 PROGRESS_EVERY_S = 5.0
 
 
+class AgentBusy(RuntimeError):
+    """Another agent is delivering this run right now."""
+
+
 class Agent:
+    """Converts one run's journal into OpenTelemetry and has it delivered.
+
+    ``start_logging`` runs one beside training; ``tracelet-otel replay`` runs one in the foreground for a run
+    whose agent died. A lock on the run directory keeps the two from ever working on the same run.
+    """
+
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
+        self._lock = open(os.path.join(run_dir, LOCK_NAME), "w")  # noqa: SIM115 - held for the agent's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise AgentBusy(f"run {os.path.basename(run_dir)} is being delivered by another process") from None
         self.spec = RunSpec.load(run_dir)
         resource = make_resource(self.spec.project, self.spec.exp_name, self.spec.run_id)
         self._tracer_provider = make_tracer_provider(resource)
@@ -50,19 +73,22 @@ class Agent:
             delivery = None if os.path.exists(path) else Delivery(
                 name, None, dict(self.spec.options.backend_options or {}), dataclasses.asdict(self.spec.info))
             self.exporters[name] = TrackerSpanExporter(path, delivery)
-            # Synchronous: once a span has ended, its records are in every spool.
 
         # The workers open their runs in parallel; then every span reaches every spool synchronously.
         self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}
         for exporter in self.exporters.values():
             self._tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         self._emitter = Emitter(self._tracer_provider, self._meter_provider)
+        self._meter_provider.get_meter("tracelet_otel").create_observable_counter(
+            semconv.METRIC_DELIVERY, callbacks=[self._observe_delivery], unit="{record}",
+            description="Records per backend: spooled, delivered, retried, and dropped by reason")
         self._converter = EventConverter(self.spec.options, ArtifactStore(self.spec.options.artifact_root),
                                          self.spec.rank)
         journaled = [exporter.spool.get_meta("journal_offset") or 0 for exporter in self.exporters.values()]
         self._resume_offset = min(journaled, default=0)
         self._parent = os.getppid()
-        self.status = "FINISHED"
+        self.ended = False  # the journal's end marker was read: training called stop_logging
+        self.parent_died = False
 
     def describe(self) -> dict[str, Any]:
         return self.backend_runs
@@ -78,7 +104,7 @@ class Agent:
                     return
                 if not frames:
                     if os.getppid() != self._parent:  # training was killed: deliver what it journaled
-                        self.status = "KILLED"
+                        self.parent_died = True
                         return
                     time.sleep(IDLE_POLL_S)
         finally:
@@ -90,7 +116,7 @@ class Agent:
             if frame.type == FrameType.WRITER:
                 self._converter.register_writer(frame.json())
             elif frame.type == FrameType.END:
-                ended = True
+                ended = self.ended = True
             elif frame.end <= self._resume_offset:
                 continue  # spooled before a crash of the agent
             elif frame.type == FrameType.EVENT:
@@ -103,23 +129,54 @@ class Agent:
                 exporter.spool.set_meta("journal_offset", frames[-1].end)
         return ended
 
-    def finish(self, timeout: float) -> dict[str, Any]:
-        """Deliver up to ``timeout`` seconds, end the backend runs, and say what happened."""
+    @property
+    def status(self) -> str:
+        """How the backend runs end: ``FINISHED`` after stop_logging, ``KILLED`` when training died first."""
+        return "FINISHED" if self.ended else "KILLED"
+
+    def undelivered(self) -> dict[str, int]:
+        return {name: exporter.spool.count() for name, exporter in self.exporters.items()}
+
+    def finish(self, timeout: float, on_progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
+        """Deliver for up to ``timeout`` seconds, end the backend runs, and say what happened.
+
+        ``on_progress`` gets the undelivered count per backend a few times a second; by default a line is
+        printed every few seconds.
+        """
         self._emitter.end_span()
         deadline = time.monotonic() + timeout
-        for name, exporter in self.exporters.items():
-            while not exporter.force_flush(int(min(PROGRESS_EVERY_S, max(0.0, deadline - time.monotonic())) * 1000)):
-                if time.monotonic() >= deadline:
-                    break
-                print(f"tracelet-otel: delivering to {name}, {exporter.spool.count()} records to go...",
-                      file=sys.stderr)
+        progress = on_progress or _ProgressLines()
+        while time.monotonic() < deadline and any(exporter.delivering() for exporter in self.exporters.values()):
+            progress(self.undelivered())
+            time.sleep(FLUSH_POLL_S)
+        progress(self.undelivered())
         summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dict(self._converter.dropped),
                                                                "dropped_span_events": self._emitter.dropped_events}}
         for name, exporter in self.exporters.items():
             summary["backends"][name] = exporter.close(self.status, max(0.0, deadline - time.monotonic()))
         self._tracer_provider.shutdown()
         self._meter_provider.shutdown()
+        if all(report["undelivered"] == 0 and report["finished"] for report in summary["backends"].values()):
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # delivered: nothing left to replay
+        self._lock.close()
         return summary
+
+    def _observe_delivery(self, options: Any) -> Iterator[Observation]:
+        for name, exporter in self.exporters.items():
+            yield from delivery_observations(name, exporter.spool)
+
+
+class _ProgressLines:
+    """One line on stderr every few seconds while delivery takes long."""
+
+    def __init__(self) -> None:
+        self._next = time.monotonic() + PROGRESS_EVERY_S
+
+    def __call__(self, undelivered: dict[str, int]) -> None:
+        if time.monotonic() >= self._next and any(undelivered.values()):
+            self._next = time.monotonic() + PROGRESS_EVERY_S
+            left = ", ".join(f"{count} to {name}" for name, count in undelivered.items() if count)
+            print(f"tracelet-otel: delivering, {left} to go...", file=sys.stderr)
 
 
 class _ForwardToTraining(logging.Handler):

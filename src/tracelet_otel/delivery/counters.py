@@ -5,8 +5,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
 
-__all__ = ["DeliveryCounters"]
+from opentelemetry.metrics import Observation
+
+if TYPE_CHECKING:
+    from tracelet_otel.delivery.spool import Spool
+
+__all__ = ["DeliveryCounters", "delivery_observations"]
 
 
 @dataclass
@@ -34,3 +40,15 @@ class DeliveryCounters:
         body = body or {}
         return cls(delivered=int(body.get("delivered", 0)), retried=int(body.get("retried", 0)),  # type: ignore[arg-type]
                    dropped=Counter(body.get("dropped", {})))  # type: ignore[arg-type]
+
+
+def delivery_observations(backend: str, spool: Spool) -> Iterator[Observation]:
+    """The ``tracelet.delivery.records`` counter for one backend, read from its spool (cumulative)."""
+    from tracelet_otel.delivery.sender import COUNTERS_KEY
+
+    counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
+    yield Observation(spool.total(), {"backend": backend, "outcome": "spooled"})
+    yield Observation(counters.delivered, {"backend": backend, "outcome": "delivered"})
+    yield Observation(counters.retried, {"backend": backend, "outcome": "retried"})
+    for reason, count in counters.dropped.items():
+        yield Observation(count, {"backend": backend, "outcome": "dropped", "reason": reason})

@@ -88,6 +88,10 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             time.sleep(FLUSH_POLL_S)
         return True
 
+    def delivering(self) -> bool:
+        """Records are waiting and the worker is still there to send them."""
+        return self._worker.poll() is None and self.spool.count() > 0
+
     def close(self, status: str = "FINISHED", timeout: float = 30.0) -> dict[str, Any]:
         """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
         if not self._shutdown:
@@ -104,7 +108,8 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
                 self._worker.wait()
         report = {**DeliveryCounters.from_dict(self.spool.get_meta(COUNTERS_KEY)).as_dict(),
                   "spooled": self.spool.total(), "undelivered": self.spool.count(),
-                  "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path}
+                  "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path,
+                  "run": Delivery.load(self.spool).run}
         return report
 
     def shutdown(self) -> None:

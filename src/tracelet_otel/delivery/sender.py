@@ -79,13 +79,17 @@ class Sender:
         except Exception as error:
             if not self._run.is_permanent(error):
                 self._counters.add(retried=len(batch))
-                _logger.warning("tracelet-otel: %s unavailable (%s); retrying %d records in %.1fs",
-                                self._run.backend, _short(error), len(batch), self._backoff * 2 or FIRST_BACKOFF_S)
+                # One warning per outage, not one per retry.
+                log = _logger.debug if self._backoff else _logger.warning
+                log("tracelet-otel: %s unavailable (%s); retrying with backoff, records wait in %s",
+                    self._run.backend, _short(error), self._spool.path)
                 return False
             self._isolate(batch)
             return True
         self._spool.mark_delivered(batch[-1][0])
         self._counters.add(delivered=len(batch))
+        if self._backoff:
+            _logger.warning("tracelet-otel: %s is back; delivering the records that waited", self._run.backend)
         return True
 
     def _isolate(self, batch: list[tuple[int, object]]) -> None:

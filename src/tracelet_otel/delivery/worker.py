@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # the sender reports outages once, itself
     os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
     spool = Spool((argv or sys.argv[1:])[0])
     try:
