@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from tracelet_otel import environment_variables as env
+from tracelet_otel._logforward import relay
 from tracelet_otel.backends import load_backend
 from tracelet_otel.capture import Capture, TensorBoardInstrumentor
 from tracelet_otel.config import Options
@@ -79,10 +80,7 @@ class _AgentProcess:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             message = json.loads(line)
-            if "log" in message:  # the agent's warnings, re-emitted where the user's logging sees them
-                log = message["log"]
-                logging.getLogger(log["name"]).log(log["level"], log["message"])
-            else:
+            if not relay(message):  # the agent's warnings go to the user's logging; the rest is for us
                 self._lines.put(message)
         self._lines.put({})
 

@@ -15,10 +15,10 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 from typing import Any, Callable, Iterator, TextIO
 
+from tracelet_otel._logforward import LogForwarder
 from tracelet_otel.artifacts import ArtifactStore
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
@@ -179,28 +179,13 @@ class _ProgressLines:
             print(f"tracelet-otel: delivering, {left} to go...", file=sys.stderr)
 
 
-class _ForwardToTraining(logging.Handler):
-    """Our warnings belong in the training process's logging, where the user configured it."""
-
-    def __init__(self, protocol: TextIO) -> None:
-        super().__init__(logging.WARNING)
-        self._protocol = protocol
-        self._lock_protocol = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = {"log": {"name": record.name, "level": record.levelno, "message": record.getMessage()}}
-        with self._lock_protocol:
-            self._protocol.write(json.dumps(message) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     run_dir = (argv or sys.argv[1:])[0]
     os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
     # The protocol gets a private copy of stdout; whatever libraries print goes to stderr.
     protocol: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    logging.getLogger("tracelet_otel").addHandler(_ForwardToTraining(protocol))
-    logging.getLogger("tracelet_otel").propagate = False
+    LogForwarder.install(protocol)
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     try:
         agent = Agent(run_dir)

@@ -70,7 +70,7 @@ class EventConverter:
                 try:
                     yield from self._summary_value(value, event, name)
                 except Exception as error:  # one odd value must not lose the rest of the event
-                    self._drop(value.tag, f"unreadable {value.WhichOneof('value')}: {error}")
+                    self._drop(value.tag, f"unreadable {value.WhichOneof('value')}", str(error))
         elif what in ("graph_def", "meta_graph_def"):
             graph = graph_pb2.GraphDef.FromString(getattr(event, what)) if what == "graph_def" else None
             text = text_format.MessageToString(graph) if graph is not None else repr(getattr(event, what))
@@ -160,7 +160,7 @@ class EventConverter:
         if limit is not None and len(data) > limit:
             shrunk = None if video else _downscale_png(data, limit)
             if shrunk is None:
-                self._drop(tag, f"{len(data)} bytes is above max_image_size ({limit}) and cannot be downscaled")
+                self._drop(tag, "above max_image_size and cannot be downscaled", f"{len(data)} bytes > {limit}")
                 return
             self._warn_once(tag, f"tracelet-otel: image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes (max_image_size)")
             data = shrunk
@@ -187,13 +187,14 @@ class EventConverter:
             self._drop(tag, reason, warn=False)
         return enabled
 
-    def _drop(self, tag: str, reason: str, warn: bool = True) -> None:
-        self.dropped[reason.split(":")[0]] += 1
+    def _drop(self, tag: str, reason: str, detail: str = "", warn: bool = True) -> None:
+        """Count a value we leave out, by reason; warn once per tag and reason."""
+        self.dropped[reason] += 1
         if warn:
-            self._warn_once(tag, f"tracelet-otel: {tag!r} not delivered: {reason}")
+            self._warn_once(tag, f"tracelet-otel: {tag!r} not delivered: {reason}" + (f" ({detail})" if detail else ""))
 
     def _warn_once(self, tag: str, message: str) -> None:
-        key = (tag, message.split(":")[0])
+        key = (tag, message.split("(")[0])
         if key not in self._warned:
             self._warned.add(key)
             _logger.warning(message)

@@ -12,12 +12,14 @@ import logging
 import select
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tracelet_otel._logforward import relay
 from tracelet_otel.delivery.counters import DeliveryCounters
 from tracelet_otel.delivery.sender import COUNTERS_KEY
 from tracelet_otel.delivery.spool import Spool
@@ -58,15 +60,30 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             RuntimeError: the worker could not open the run (bad configuration, unreachable backend).
         """
         if self._ready is None:
-            assert self._worker.stdout is not None
-            readable, _, _ = select.select([self._worker.stdout], [], [], timeout)
-            line = self._worker.stdout.readline() if readable else ""
-            message = json.loads(line) if line else {"error": f"no answer within {timeout:.0f}s"}
+            message = self._next_message(timeout)
             if "ready" not in message:
                 self.shutdown()
                 raise RuntimeError(f"tracelet-otel could not open the {self.backend} run: {message['error']}")
             self._ready = message["ready"]
+            threading.Thread(target=self._relay_logs, name=f"tracelet-otel-{self.backend}-logs", daemon=True).start()
         return self._ready
+
+    def _next_message(self, timeout: float) -> dict[str, Any]:
+        assert self._worker.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            readable, _, _ = select.select([self._worker.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = self._worker.stdout.readline() if readable else ""
+            if not line:
+                return {"error": f"no answer within {timeout:.0f}s" if not readable else "the worker exited"}
+            message = json.loads(line)
+            if not relay(message):
+                return message
+
+    def _relay_logs(self) -> None:
+        assert self._worker.stdout is not None
+        for line in self._worker.stdout:
+            relay(json.loads(line))
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:

@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from tracelet_otel._logforward import LogForwarder
 from tracelet_otel.backends import BackendRun, RunInfo, load_backend
 from tracelet_otel.delivery.counters import DeliveryCounters
 from tracelet_otel.delivery.sender import COUNTERS_KEY, Sender
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # The protocol gets a private copy of stdout; whatever the backend's SDK prints goes to stderr.
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    LogForwarder.install(protocol)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # the sender reports outages once, itself
     os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
