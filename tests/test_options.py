@@ -107,3 +107,16 @@ def test_the_tracking_uri_option_beats_mlflow_tracking_uri(mlflow_store, tmp_pat
     tracelet_otel.stop_logging()
     assert run.backends["mlflow"].reference["tracking_uri"] == other
     assert os.path.exists(tmp_path / "other.db")
+
+
+def test_max_spool_size_bounds_the_disk_a_run_uses_and_counts_what_did_not_fit(mlflow_store, tmp_path):
+    tracelet_otel.start_logging("tiny-spool", config={"max_spool_size": "60KB"})
+    with SummaryWriter(str(tmp_path / "runs")) as writer:
+        for step in range(2000):
+            writer.add_scalar("loss", 1.0, step)
+    run = tracelet_otel.stop_logging()
+
+    delivered = len(mlflow_store.client.get_metric_history(run.backends["mlflow"].run_id, "loss"))
+    reason = "spool full (max_spool_size)"
+    dropped = run.capture["dropped"].get(reason, 0) + run.delivery["mlflow"]["dropped"].get(reason, 0)
+    assert 0 < delivered < 2000 and delivered + dropped == 2000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+from collections import Counter
 import json
 import logging
 import os
@@ -171,7 +172,7 @@ def start_logging(
                   backends={name: BackendRunHandle(name, body["run"], body["url"]) for name, body in ready["ready"].items()})
         capture = None
         if options.track_tensorboard:
-            capture = Capture(os.path.join(run_dir, JOURNAL_NAME))
+            capture = Capture(os.path.join(run_dir, JOURNAL_NAME), options.max_spool_size)
             TensorBoardInstrumentor().instrument(capture=capture, skip_dep_check=True)
         _active = _ActiveRun(run, options, capture, agent)
         _logger.info("tracelet-otel: run %s started (%s)", run_id, ", ".join(names))
@@ -225,7 +226,8 @@ def stop_logging() -> Run | None:
                             active.options.spool_dir)
             return run
         run.delivery = summary["backends"]
-        run.capture = {**summary["capture"], "dropped_in_process": active.capture.dropped if active.capture else 0}
+        dropped = Counter(summary["capture"]["dropped"]) + (active.capture.dropped if active.capture else Counter())
+        run.capture = {**summary["capture"], "dropped": dict(dropped)}
         _report(run, active.options)
         return run
 
@@ -238,11 +240,9 @@ def _report(run: Run, options: Options) -> None:
                             run.run_id, name, options.stop_timeout, counters["spool"], options.spool_dir)
         if counters["dropped"]:
             _logger.warning("tracelet-otel: %s dropped records of run %s: %s", name, run.run_id, counters["dropped"])
-    dropped = {**run.capture.get("dropped", {})}
-    if run.capture.get("dropped_in_process"):
-        dropped["capture queue full"] = run.capture["dropped_in_process"]
-    if dropped:
-        _logger.warning("tracelet-otel: values not captured in run %s: %s", run.run_id, dropped)
+    if run.capture["dropped"]:
+        _logger.warning("tracelet-otel: values not delivered in run %s, by reason: %s", run.run_id,
+                        run.capture["dropped"])
 
 
 def start_from_environment() -> Run:

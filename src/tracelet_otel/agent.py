@@ -72,7 +72,7 @@ class Agent:
             # A spool that exists already names its run: the agent was restarted, keep delivering there.
             delivery = None if os.path.exists(path) else Delivery(
                 name, None, dict(self.spec.options.backend_options or {}), dataclasses.asdict(self.spec.info))
-            self.exporters[name] = TrackerSpanExporter(path, delivery)
+            self.exporters[name] = TrackerSpanExporter(path, delivery, self.spec.options.max_spool_size)
 
         # The workers open their runs in parallel; then every span reaches every spool synchronously.
         self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}

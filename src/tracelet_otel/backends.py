@@ -30,6 +30,7 @@ class RunInfo:
     run_id: str  # ours; the same for every backend of a run
     exp_name: str
     project: str | None
+    rank: int | None = None  # the process's rank when several processes of one job log
 
 
 class BackendRun(abc.ABC):

@@ -10,6 +10,7 @@
 | ``max_image_size`` | ``None`` | e.g. ``"1MB"``: larger images are downscaled to fit, or skipped with a warning |
 | ``stop_timeout`` | ``60`` | seconds ``stop_logging`` waits for delivery |
 | ``spool_dir`` | ``./.tracelet`` | where capture journals, spools and artifacts live |
+| ``max_spool_size`` | ``"10GB"`` | per journal and per backend spool; past it, values are dropped and counted |
 | ``artifact_store`` | ``<spool_dir>/artifacts`` | a directory or fsspec URL for payloads |
 
 Backends add their own options (``mlflow_tracking_uri`` for MLflow). An unknown option raises ``ValueError``
@@ -39,7 +40,7 @@ def parse_size(size: str | int | None) -> int | None:
     match = _SIZE.match(str(size))
     unit = (match.group(2) or "").upper() if match else ""
     if not match or unit.rstrip("B") + "B" not in _UNITS and unit not in _UNITS:
-        raise ValueError(f"max_image_size {size!r} is not a size; write it like '1MB', '512KiB' or 1048576")
+        raise ValueError(f"{size!r} is not a size; write it like '1MB', '512KiB' or 1048576")
     unit = unit if unit in _UNITS else unit + "B"
     return int(float(match.group(1)) * _UNITS[unit])
 
@@ -63,6 +64,7 @@ class Options:
     max_image_size: int | None = None
     stop_timeout: float = 60.0
     spool_dir: str = ".tracelet"
+    max_spool_size: int | None = 10 * 10**9
     artifact_store: str | None = None
     backend_options: Mapping[str, Any] | None = None
 
@@ -92,7 +94,7 @@ class Options:
             if name in backend_option_names:
                 continue
             kind = own[name].type
-            if name == "max_image_size":
+            if name in ("max_image_size", "max_spool_size"):
                 values[name] = parse_size(value)
             elif "bool" in str(kind) and isinstance(value, str):
                 values[name] = _parse_bool(value)

@@ -28,7 +28,7 @@ class RunSpec:
 
     @property
     def info(self) -> RunInfo:
-        return RunInfo(self.run_id, self.exp_name, self.project)
+        return RunInfo(self.run_id, self.exp_name, self.project, self.rank)
 
     def save(self, directory: str) -> None:
         body = dataclasses.asdict(self)

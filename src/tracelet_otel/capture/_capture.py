@@ -9,6 +9,7 @@ for the GIL.
 from __future__ import annotations
 
 import collections
+from collections import Counter
 import logging
 import os
 import threading
@@ -37,25 +38,29 @@ call_context = _CallContext()
 
 
 class Capture:
-    def __init__(self, journal_path: str) -> None:
+    """Between the patched methods and the journal. ``max_journal_bytes`` bounds the disk it may use."""
+
+    def __init__(self, journal_path: str, max_journal_bytes: int | None = None) -> None:
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._writer_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._last_writer_id = 0
         self._journal = journal.JournalWriter(journal_path)
         self._wake = threading.Event()
         self._closed = False
+        self._max_journal_bytes = max_journal_bytes
+        self._journal_bytes = 0
         self.captured = 0
-        self.dropped = 0
+        self.dropped: Counter[str] = Counter()  # reason -> values
         self._owner_pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="tracelet-otel-capture", daemon=True)
         self._thread.start()
 
     # -- training thread -------------------------------------------------------------------------------------
     def on_event(self, file_writer: Any, event: Any) -> None:
-        if self._closed or len(self._pending) >= MAX_PENDING_EVENTS:
-            self._count_dropped()
-            return
-        self._pending.append((file_writer, event, call_context.current))
+        if len(self._pending) >= MAX_PENDING_EVENTS:
+            self._drop("capture queue full")
+        elif not self._closed:
+            self._pending.append((file_writer, event, call_context.current))
 
     def on_embedding(self, logdir: str, tag: str, step: Any, subdir: str) -> None:
         if self._closed:
@@ -63,10 +68,10 @@ class Capture:
         self._pending.append((None, {"logdir": logdir, "tag": tag, "step": step, "subdir": subdir,
                                      "wall_time": time.time()}, None))
 
-    def _count_dropped(self) -> None:
-        if self.dropped == 0 and not self._closed:
-            _logger.warning("tracelet-otel: capture queue is full; further values are counted as dropped")
-        self.dropped += 1
+    def _drop(self, reason: str, count: int = 1) -> None:
+        if reason not in self.dropped:
+            _logger.warning("tracelet-otel: %s; further values are counted as dropped", reason)
+        self.dropped[reason] += count
 
     # -- background ------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -93,9 +98,26 @@ class Capture:
                     _logger.debug("captured %s", _describe(body))
             except Exception:  # a bad event must not stop the capture of the others
                 _logger.exception("tracelet-otel: could not capture an event")
-                self.dropped += 1
+                self.dropped["capture error"] += 1
+        if self._max_journal_bytes is not None:
+            chunks = self._within_limit(chunks)
         if chunks:
-            self._journal.append(b"".join(chunks))
+            data = b"".join(chunks)
+            self._journal.append(data)
+            self._journal_bytes += len(data)
+
+    def _within_limit(self, chunks: list[bytes]) -> list[bytes]:
+        """The frames that fit under max_spool_size; writer frames always do, so later events keep their names."""
+        kept, size, dropped = [], self._journal_bytes, 0
+        for chunk in chunks:
+            if journal.is_event(chunk) and size + len(chunk) > self._max_journal_bytes:  # type: ignore[operator]
+                dropped += 1
+                continue
+            kept.append(chunk)
+            size += len(chunk)
+        if dropped:
+            self._drop("spool full (max_spool_size)", dropped)
+        return kept
 
     def _register(self, file_writer: Any, call: tuple[Any, ...] | None, chunks: list[bytes]) -> int:
         self._last_writer_id += 1

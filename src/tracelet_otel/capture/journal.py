@@ -45,6 +45,11 @@ def encode_frame(frame_type: int, payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload), frame_type) + payload
 
 
+def is_event(chunk: bytes) -> bool:
+    """Whether an encoded frame is an event (the type byte follows length and CRC)."""
+    return chunk[_HEADER.size - 1] == FrameType.EVENT
+
+
 def encode_json(frame_type: int, body: Any) -> bytes:
     return encode_frame(frame_type, json.dumps(body, separators=(",", ":")).encode())
 

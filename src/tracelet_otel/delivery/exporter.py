@@ -31,6 +31,7 @@ __all__ = ["TrackerSpanExporter"]
 _logger = logging.getLogger("tracelet_otel.delivery")
 
 FLUSH_POLL_S = 0.05
+SPOOL_FULL_KEY = "dropped_spool_full"  # written by the exporter; the worker owns the other counters
 
 
 class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
@@ -39,10 +40,12 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
     Args:
         spool_path: the sqlite spool; created if missing.
         delivery: the backend run to deliver to; None to continue a spool that already names one.
+        max_spool_bytes: past this size, records are dropped and counted (reason ``spool full``).
     """
 
-    def __init__(self, spool_path: str, delivery: Delivery | None = None) -> None:
+    def __init__(self, spool_path: str, delivery: Delivery | None = None, max_spool_bytes: int | None = None) -> None:
         self.spool = Spool(spool_path)
+        self._max_spool_bytes = max_spool_bytes
         if delivery is not None:
             delivery.save(self.spool)
         self.backend = Delivery.load(self.spool).backend
@@ -89,12 +92,23 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            self.spool.append(decode_span_events(spans))
+            records = list(decode_span_events(spans))
+            if self._max_spool_bytes is not None and self.spool.size() > self._max_spool_bytes:
+                self._drop_full(len(records))
+            else:
+                self.spool.append(records)
         except Exception:
             _logger.exception("tracelet-otel: could not spool records for %s", self.backend)
             return SpanExportResult.FAILURE
         self._tell("wake")
         return SpanExportResult.SUCCESS
+
+    def _drop_full(self, count: int) -> None:
+        dropped = self.spool.get_meta(SPOOL_FULL_KEY) or 0
+        if not dropped:
+            _logger.warning("tracelet-otel: the %s spool reached max_spool_size; further records are counted as "
+                            "dropped", self.backend)
+        self.spool.set_meta(SPOOL_FULL_KEY, dropped + count)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Waits until the worker has delivered every spooled record."""
@@ -123,7 +137,10 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             except subprocess.TimeoutExpired:
                 self._worker.kill()
                 self._worker.wait()
-        report = {**DeliveryCounters.from_dict(self.spool.get_meta(COUNTERS_KEY)).as_dict(),
+        counters = DeliveryCounters.from_dict(self.spool.get_meta(COUNTERS_KEY))
+        if self.spool.get_meta(SPOOL_FULL_KEY):
+            counters.drop("spool full (max_spool_size)", self.spool.get_meta(SPOOL_FULL_KEY))
+        report = {**counters.as_dict(),
                   "spooled": self.spool.total(), "undelivered": self.spool.count(),
                   "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path,
                   "run": Delivery.load(self.spool).run}

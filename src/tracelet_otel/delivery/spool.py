@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 from typing import Any, Iterable
@@ -96,6 +97,10 @@ class Spool:
         self._deliveries += 1
         if self._deliveries % PRUNE_EVERY == 0:
             self._db().execute("DELETE FROM records WHERE seq <= ?", (seq,))
+
+    def size(self) -> int:
+        """Bytes on disk, the write-ahead log included."""
+        return sum(os.path.getsize(path) for path in (self.path, self.path + "-wal") if os.path.exists(path))
 
     def total(self) -> int:
         """Records ever spooled (delivered ones included)."""

@@ -121,7 +121,10 @@ class MlflowBackend(Backend):
             mlflow_run = client.get_run(resume["run_id"])
             return MlflowRun(client, mlflow_run, mlflow_run.info.experiment_id)
         experiment_id = _experiment_id(client, run.project or "Default")
-        mlflow_run = client.create_run(experiment_id, run_name=run.exp_name, tags={"tracelet.run_id": run.run_id})
+        tags = {"tracelet.run_id": run.run_id}
+        if run.rank is not None:
+            tags["tracelet.rank"] = str(run.rank)
+        mlflow_run = client.create_run(experiment_id, run_name=run.exp_name, tags=tags)
         return MlflowRun(client, mlflow_run, experiment_id)
 
 

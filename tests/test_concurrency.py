@@ -1,0 +1,94 @@
+"""Threads, forked DataLoader workers and distributed ranks while capture is on."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import tensorboardX
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.tensorboard import SummaryWriter
+
+import tracelet_otel
+
+
+def test_eight_threads_through_shared_and_separate_writers_deliver_everything_in_its_own_series(
+        mlflow_store, tmp_path):
+    root = tmp_path / "runs"
+    run = tracelet_otel.start_logging("eight-threads", config={"tensorboard_log_dir": str(root)})
+    shared = SummaryWriter(str(root))
+    shared_tbx = tensorboardX.SummaryWriter(str(root / "shared_tbx"))
+    start = threading.Barrier(8)
+
+    def log(worker: int) -> None:
+        own = (SummaryWriter if worker % 2 else tensorboardX.SummaryWriter)(str(root / f"worker{worker}"))
+        start.wait()
+        for step in range(250):
+            own.add_scalar("loss", worker + step / 1000, step)
+            shared.add_scalar(f"worker{worker}/shared", worker + step / 1000, step)
+            shared_tbx.add_scalars("pair", {f"w{worker}": float(worker), f"s{worker}": float(step)}, step)
+        own.close()
+
+    threads = [threading.Thread(target=log, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    shared.close()
+    shared_tbx.close()
+    tracelet_otel.stop_logging()
+
+    points = mlflow_store.metric_points(run.backends["mlflow"].run_id)
+    by_key: dict[str, list[tuple[int, object]]] = {}
+    for key, step, value, _ in points:
+        by_key.setdefault(key, []).append((step, value))
+    for worker in range(8):
+        expected = [(step, worker + step / 1000) for step in range(250)]
+        assert sorted(by_key[f"worker{worker}/loss"]) == [(s, float(torch.tensor(v))) for s, v in expected]
+        assert sorted(by_key[f"worker{worker}/shared"]) == [(s, float(torch.tensor(v))) for s, v in expected]
+        assert sorted(by_key[f"shared_tbx/pair/w{worker}"]) == [(step, float(worker)) for step in range(250)]
+        assert sorted(by_key[f"shared_tbx/pair/s{worker}"]) == [(step, float(step)) for step in range(250)]
+    assert sum(points.values()) == 8 * 250 * 4
+
+
+class ThreadNames(Dataset):
+    """Each item: the names of the threads alive in the worker process that loaded it."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        return {"pid": os.getpid(), "threads": ",".join(thread.name for thread in threading.enumerate())}
+
+
+def test_dataloader_workers_forked_during_capture_start_no_threads_and_parent_values_arrive(mlflow_store, tmp_path):
+    run = tracelet_otel.start_logging("dataloader")
+    writer = SummaryWriter(str(tmp_path / "runs"))
+    loader = DataLoader(ThreadNames(), batch_size=8, num_workers=2, multiprocessing_context="fork",
+                        collate_fn=lambda batch: batch)
+    seen = []
+    for epoch in range(2):
+        for step, batch in enumerate(loader):
+            writer.add_scalar("loss", step / 10, epoch * 8 + step)
+            seen.extend(batch)
+    writer.close()
+    tracelet_otel.stop_logging()
+
+    assert {item["pid"] for item in seen} - {os.getpid()}  # really other processes
+    assert not any("tracelet-otel" in item["threads"] for item in seen)
+    steps = [m.step for m in mlflow_store.client.get_metric_history(run.backends["mlflow"].run_id, "loss")]
+    assert sorted(steps) == list(range(16))
+
+
+def test_every_record_of_a_rank_carries_it(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    run = tracelet_otel.start_logging("rank-3", project="distributed")
+    with SummaryWriter(str(tmp_path / "runs")) as writer:
+        writer.add_scalar("loss", 0.5, 1)
+    tracelet_otel.stop_logging()
+
+    mlflow_run = mlflow_store.run(run.backends["mlflow"].run_id)
+    assert mlflow_run.data.tags["tracelet.rank"] == "3"
+    assert mlflow_run.data.metrics == {"loss": 0.5}
