@@ -58,11 +58,18 @@ def test_seed_payload_examples_store_their_artifacts(example, artifacts, mlflow_
     assert artifacts <= set(mlflow_store.artifacts(only_run(mlflow_store, experiment).info.run_id))
 
 
-def readme_blocks() -> list[str]:
-    with open(os.path.join(REPOSITORY, "README.md")) as file:
-        return re.findall(r"```python\n(.*?)```", file.read(), re.DOTALL)
+DOCUMENTS = ["README.md", "docs/distributed.md"]
 
 
-@pytest.mark.parametrize("index", range(len(readme_blocks())))
-def test_readme_example(index, mlflow_store):
-    exec(compile(readme_blocks()[index], f"README.md example {index + 1}", "exec"), {"__name__": "__main__"})
+def python_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for document in DOCUMENTS:
+        with open(os.path.join(REPOSITORY, document)) as file:
+            found = re.findall(r"```python\n(.*?)```", file.read(), re.DOTALL)
+        blocks.extend((f"{document} example {index + 1}", code) for index, code in enumerate(found))
+    return blocks
+
+
+@pytest.mark.parametrize(("name", "code"), python_blocks(), ids=[name for name, _ in python_blocks()])
+def test_documented_example(name, code, mlflow_store):
+    exec(compile(code, name, "exec"), {"__name__": "__main__"})
