@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 import tensorboardX
@@ -80,32 +79,6 @@ def test_the_run_handle_is_a_context_manager(mlflow_store, tmp_path):
             writer.add_scalar("loss", 0.5, 3)
     assert run.delivery["mlflow"]["delivered"] == 1
     assert mlflow_store.run(run.backends["mlflow"].run_id).info.status == "FINISHED"
-
-
-def test_writers_in_several_threads_each_deliver_everything(mlflow_store, tmp_path):
-    run = tracelet_otel.start_logging("threads", config={"tensorboard_log_dir": str(tmp_path / "runs")})
-    shared = SummaryWriter(str(tmp_path / "runs"))
-
-    def log(index: int) -> None:
-        own = (SummaryWriter if index % 2 else tensorboardX.SummaryWriter)(str(tmp_path / "runs" / f"worker{index}"))
-        for step in range(300):
-            own.add_scalar("loss", float(step), step)
-            shared.add_scalar(f"shared/worker{index}", float(step), step)
-        own.close()
-
-    threads = [threading.Thread(target=log, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    shared.close()
-    tracelet_otel.stop_logging()
-
-    points = mlflow_store.metric_points(run.backends["mlflow"].run_id)
-    for index in range(4):
-        for key in (f"worker{index}/loss", f"shared/worker{index}"):
-            assert sorted(step for k, step, _, _ in points if k == key) == list(range(300))
-    assert sum(points.values()) == 4 * 300 * 2
 
 
 def test_debug_logging_shows_each_intercepted_operation(mlflow_store, tmp_path, caplog):

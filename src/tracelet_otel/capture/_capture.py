@@ -49,7 +49,6 @@ class Capture:
         self._closed = False
         self._max_journal_bytes = max_journal_bytes
         self._journal_bytes = 0
-        self.captured = 0
         self.dropped: Counter[str] = Counter()  # reason -> values
         self._owner_pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="tracelet-otel-capture", daemon=True)
@@ -93,7 +92,6 @@ class Capture:
                 if writer_id is None:
                     writer_id = self._register(file_writer, call, chunks)
                 chunks.append(journal.encode_event(writer_id, body.SerializeToString()))
-                self.captured += 1
                 if debug:
                     _logger.debug("captured %s", _describe(body))
             except Exception:  # a bad event must not stop the capture of the others
@@ -101,10 +99,18 @@ class Capture:
                 self.dropped["capture error"] += 1
         if self._max_journal_bytes is not None:
             chunks = self._within_limit(chunks)
-        if chunks:
-            data = b"".join(chunks)
+        if not chunks:
+            return
+        data = b"".join(chunks)
+        try:
             self._journal.append(data)
-            self._journal_bytes += len(data)
+        except OSError as error:  # a full or failing disk must not stop training
+            if "journal write failed" not in self.dropped:
+                _logger.error("tracelet-otel: cannot write the capture journal (%s); values are counted as dropped",
+                              error)
+            self.dropped["journal write failed"] += sum(map(journal.is_event, chunks))
+            return
+        self._journal_bytes += len(data)
 
     def _within_limit(self, chunks: list[bytes]) -> list[bytes]:
         """The frames that fit under max_spool_size; writer frames always do, so later events keep their names."""
@@ -124,9 +130,8 @@ class Capture:
         writer_id = self._last_writer_id
         self._writer_ids[file_writer] = writer_id
         logdir = os.path.abspath(str(file_writer.get_logdir()))
-        library = "tensorboardX" if type(file_writer).__module__.startswith("tensorboardX") else "torch"
         chunks.append(journal.encode_json(journal.FrameType.WRITER, {
-            "id": writer_id, "logdir": logdir, "library": library, "call": list(call) if call else None}))
+            "id": writer_id, "logdir": logdir, "call": list(call) if call else None}))
         return writer_id
 
     def close(self) -> None:
