@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 import tracelet_otel
 from tests.conftest import MlflowServer
 from tests.support import MlflowStore
+from tracelet_otel.delivery import Spool
 
 TRAINING = textwrap.dedent("""
     import sys, time
@@ -138,3 +139,21 @@ def test_an_mlflow_server_outage_loses_nothing_and_never_blocks_training(server,
     assert stopped.delivery["mlflow"]["undelivered"] == 0
     assert store.run(run.backends["mlflow"].run_id).info.status == "FINISHED"
     assert longest["during"] < 0.05  # generous for a loaded 2-core machine; typical is well under 1 ms
+
+
+def test_a_batch_sent_again_after_a_crash_is_stored_once(mlflow_store, tmp_path):
+    """A crash between MLflow accepting a batch and the spool recording it: replay sends it again."""
+    process = start_training(tmp_path, mlflow_store.uri, 300, 300)
+    time.sleep(3)  # the delivery worker has sent everything by now
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert steps(mlflow_store) == list(range(300))
+    (spool_path,) = [os.path.join(directory, name) for directory, _, names in os.walk(tmp_path / ".tracelet")
+                     for name in names if name.endswith(".spool.sqlite")]
+    spool = Spool(spool_path)
+    spool.set_meta("delivered_seq", 0)  # forget every delivery, as a crash at the worst moment would
+    spool.close()
+
+    result = replay(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert steps(mlflow_store) == list(range(300))
