@@ -18,9 +18,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import temporary_workdir  # noqa: E402
+from _common import temporary_workdir
 
-import tracelet_otel  # noqa: E402
+import tracelet_otel
 
 
 def writer_class(library: str):

@@ -17,11 +17,11 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import temporary_workdir  # noqa: E402
-from add_scalar_overhead import time_loop, writer_class  # noqa: E402
-from tests.conftest import MlflowServer  # noqa: E402  (the tests' real server helper)
+from _common import temporary_workdir
+from add_scalar_overhead import time_loop, writer_class
 
-import tracelet_otel  # noqa: E402
+import tracelet_otel
+from tests.conftest import MlflowServer
 
 
 def main() -> None:

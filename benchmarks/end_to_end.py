@@ -16,9 +16,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import temporary_workdir  # noqa: E402
+from _common import temporary_workdir
 
-import tracelet_otel  # noqa: E402
+import tracelet_otel
 
 
 def tensorboard_loop(logdir: str, scalars: int) -> list[tuple[int, float, float]]:

@@ -11,10 +11,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import temporary_workdir  # noqa: E402
+from _common import temporary_workdir
 
-from tracelet_otel.delivery import Spool  # noqa: E402
-from tracelet_otel.records import Record, RecordKind  # noqa: E402
+from tracelet_otel.delivery import Spool
+from tracelet_otel.records import Record, RecordKind
 
 
 def main() -> None:

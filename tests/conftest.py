@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -53,14 +53,17 @@ class MlflowServer:
 
     def start(self) -> None:
         environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self._log = open(os.path.join(self.directory, "server.log"), "ab")
-        self._process = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-             "--backend-store-uri", f"sqlite:///{self.directory}/server.db",
-             "--default-artifact-root", f"{self.directory}/artifacts", "--serve-artifacts",
-             "--artifacts-destination", f"{self.directory}/artifacts",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+        command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
+                   "--backend-store-uri", f"sqlite:///{self.directory}/server.db",
+                   "--default-artifact-root", f"{self.directory}/artifacts", "--serve-artifacts",
+                   "--artifacts-destination", f"{self.directory}/artifacts",
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        with open(os.path.join(self.directory, "server.log"), "ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
+                                             start_new_session=True)
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader

@@ -62,12 +62,12 @@ def expected_key(root: str, path: str, tag: str) -> str:
     relative = os.path.relpath(os.path.dirname(path), root).replace(os.sep, "/")
     parts = [] if relative == "." else relative.split("/")
     if parts and parts[-1].startswith(("lr_",)):  # torch add_scalars: <logdir>/<main>_<key>
-        return "/".join(parts[:-1] + [tag, parts[-1][len(tag) + 1 :]])
+        return "/".join([*parts[:-1], tag, parts[-1][len(tag) + 1:]])
     if len(parts) >= 2 and parts[-2] == "grad":  # tensorboardX add_scalars: <logdir>/<main>/<key>
-        return "/".join(parts[:-2] + [tag, parts[-1]])
+        return "/".join([*parts[:-2], tag, parts[-1]])
     if parts and parts[-1].replace(".", "").isdigit():  # add_hparams: <logdir>/<time.time()>
         parts = parts[:-1]
-    return "/".join(parts + [tag])
+    return "/".join([*parts, tag])
 
 
 def expected_points(root: str) -> Counter[tuple[str, int, object, int]]:

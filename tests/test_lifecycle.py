@@ -74,9 +74,8 @@ def test_stop_logging_without_a_run_does_nothing():
 
 
 def test_the_run_handle_is_a_context_manager(mlflow_store, tmp_path):
-    with tracelet_otel.start_logging("context") as run:
-        with SummaryWriter(str(tmp_path / "runs")) as writer:
-            writer.add_scalar("loss", 0.5, 3)
+    with tracelet_otel.start_logging("context") as run, SummaryWriter(str(tmp_path / "runs")) as writer:
+        writer.add_scalar("loss", 0.5, 3)
     assert run.delivery["mlflow"]["delivered"] == 1
     assert mlflow_store.run(run.backends["mlflow"].run_id).info.status == "FINISHED"
 

@@ -7,14 +7,14 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorboardX  # noqa: E402
-import torch  # noqa: E402
-from torch.utils import tensorboard  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import tensorboardX
+import torch
+from torch.utils import tensorboard
 
-import tracelet_otel  # noqa: E402
+import tracelet_otel
 
 LIBRARIES = {"torch": tensorboard.SummaryWriter, "tensorboardX": tensorboardX.SummaryWriter}
 

@@ -1,5 +1,6 @@
-import tracelet_otel as tracelet  # Add this import
 from torch.utils.tensorboard import SummaryWriter
+
+import tracelet_otel as tracelet  # Add this import
 
 tracelet.start_logging("my_experiment", backend="mlflow")  # Add this line
 writer = SummaryWriter()

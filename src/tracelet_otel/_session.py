@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-from collections import Counter
 import json
 import logging
 import os
@@ -13,8 +12,10 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tracelet_otel import environment_variables as env
 from tracelet_otel._logforward import relay
@@ -169,7 +170,8 @@ def start_logging(
             agent.stop()
             raise RuntimeError(f"tracelet-otel could not start run {run_id}: {ready.get('error')}")
         run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=run_dir,
-                  backends={name: BackendRunHandle(name, body["run"], body["url"]) for name, body in ready["ready"].items()})
+                  backends={name: BackendRunHandle(name, body["run"], body["url"])
+                            for name, body in ready["ready"].items()})
         capture = None
         if options.track_tensorboard:
             capture = Capture(os.path.join(run_dir, JOURNAL_NAME), options.max_spool_size)
@@ -198,8 +200,9 @@ def _absolute_paths(options: Options) -> Options:
     store = options.artifact_store
     if store is not None and "://" not in store:
         store = os.path.abspath(store)
+    root = options.tensorboard_log_dir
     return replace(options, spool_dir=os.path.abspath(options.spool_dir), artifact_store=store,
-                   tensorboard_log_dir=os.path.abspath(options.tensorboard_log_dir) if options.tensorboard_log_dir else None)
+                   tensorboard_log_dir=os.path.abspath(root) if root else None)
 
 
 def stop_logging() -> Run | None:

@@ -16,7 +16,11 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._logforward import LogForwarder
 from tracelet_otel.artifacts import ArtifactStore
@@ -28,9 +32,6 @@ from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.emitter import Emitter
 from tracelet_otel.telemetry.providers import make_meter_provider, make_resource, make_tracer_provider
-
-from opentelemetry.metrics import Observation
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 __all__ = ["Agent", "main"]
 

@@ -15,7 +15,7 @@ import fsspec
 
 from tracelet_otel.records import Blob
 
-__all__ = ["ArtifactStore", "read_blob", "EXTENSIONS"]
+__all__ = ["EXTENSIONS", "ArtifactStore", "read_blob"]
 
 EXTENSIONS = {
     "image/png": ".png",
@@ -57,4 +57,5 @@ def read_blob(blob: Blob) -> bytes:
 def local_path(blob: Blob) -> str | None:
     """The blob's file on this machine, when it is local."""
     fs, path = fsspec.core.url_to_fs(blob.uri)
-    return path if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) and os.path.exists(path) else None
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols and os.path.exists(path) else None

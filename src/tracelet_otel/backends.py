@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import abc
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from tracelet_otel.records import Record
 

@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from tracelet_otel.agent import LOCK_NAME, Agent, AgentBusy
 from tracelet_otel.runspec import SPEC_NAME

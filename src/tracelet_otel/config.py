@@ -22,8 +22,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from tracelet_otel.environment_variables import OPTION_PREFIX
 
@@ -39,7 +40,7 @@ def parse_size(size: str | int | None) -> int | None:
         return size
     match = _SIZE.match(str(size))
     unit = (match.group(2) or "").upper() if match else ""
-    if not match or unit.rstrip("B") + "B" not in _UNITS and unit not in _UNITS:
+    if not match or (unit.rstrip("B") + "B" not in _UNITS and unit not in _UNITS):
         raise ValueError(f"{size!r} is not a size; write it like '1MB', '512KiB' or 1048576")
     unit = unit if unit in _UNITS else unit + "B"
     return int(float(match.group(1)) * _UNITS[unit])

@@ -11,7 +11,8 @@ import json
 import logging
 import os
 from collections import Counter
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, text_format
@@ -162,7 +163,8 @@ class EventConverter:
             if shrunk is None:
                 self._drop(tag, "above max_image_size and cannot be downscaled", f"{len(data)} bytes > {limit}")
                 return
-            self._warn_once(tag, f"tracelet-otel: image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes (max_image_size)")
+            self._warn_once(tag, f"tracelet-otel: image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes "
+                                 "(max_image_size)")
             data = shrunk
         kind = RecordKind.VIDEO if video else RecordKind.IMAGE
         yield self._record(kind, name, tag, step, wall_time,

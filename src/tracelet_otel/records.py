@@ -8,9 +8,10 @@ backend's translation is a pure function from records to that backend's calls.
 from __future__ import annotations
 
 import enum
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
-__all__ = ["Blob", "Record", "RecordKind", "ParamValue"]
+__all__ = ["Blob", "ParamValue", "Record", "RecordKind"]
 
 ParamValue = str | float | int | bool
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 

@@ -9,12 +9,12 @@ for the GIL.
 from __future__ import annotations
 
 import collections
-from collections import Counter
 import logging
 import os
 import threading
 import time
 import weakref
+from collections import Counter
 from typing import Any
 
 from tracelet_otel.capture import journal

@@ -7,6 +7,7 @@ means "on disk", never "maybe in memory".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -128,10 +130,8 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         if not self._shutdown:
             self._shutdown = True
             self._tell(f"finish {status} {timeout}")
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self._control.close()
-            except BrokenPipeError:
-                pass
             try:
                 self._worker.wait(timeout + 30)
             except subprocess.TimeoutExpired:

@@ -12,7 +12,8 @@ import math
 import os
 import sqlite3
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tracelet_otel.records import Blob, Record, RecordKind
 

@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from tracelet_otel._logforward import LogForwarder
 from tracelet_otel.backends import BackendRun, RunInfo, load_backend

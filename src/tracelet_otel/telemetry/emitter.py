@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import SpanLimits

@@ -7,12 +7,13 @@ OTLP request decoded by the bridge.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from tracelet_otel.records import Blob, Record, RecordKind
 from tracelet_otel.telemetry import semconv
 
-__all__ = ["encode", "decode", "decode_span_events"]
+__all__ = ["decode", "decode_span_events", "encode"]
 
 _KINDS = {semconv.EVENT_PREFIX + kind.value: kind for kind in RecordKind}
 

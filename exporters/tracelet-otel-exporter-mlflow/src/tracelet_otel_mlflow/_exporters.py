@@ -7,9 +7,9 @@ import logging
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
 from tracelet_otel.backends import RunInfo
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
-
 from tracelet_otel_mlflow._run import MlflowBackend
 from tracelet_otel_mlflow._translate import translate_metrics
 
@@ -36,7 +36,8 @@ class MlflowSpanExporter(TrackerSpanExporter):
             raise ValueError("MlflowSpanExporter needs run_id= (an existing run) or run= (one to create)")
         existing = {"run_id": run_id, "tracking_uri": tracking_uri} if run_id else None
         info = dataclasses.asdict(run or RunInfo("", "", None))
-        super().__init__(spool_path, Delivery(MlflowBackend.name, existing, {"mlflow_tracking_uri": tracking_uri}, info))
+        options = {"mlflow_tracking_uri": tracking_uri}
+        super().__init__(spool_path, Delivery(MlflowBackend.name, existing, options, info))
         self.run_id = str(self.wait_ready()["run"]["run_id"])
 
 

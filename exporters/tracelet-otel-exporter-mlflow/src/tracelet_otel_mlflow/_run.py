@@ -6,12 +6,12 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tracelet_otel.artifacts import local_path, read_blob
 from tracelet_otel.backends import Backend, BackendRun, RunInfo
 from tracelet_otel.records import Record
-
 from tracelet_otel_mlflow._translate import LogArtifact, LogBatch, translate
 
 __all__ = ["MlflowBackend", "MlflowRun"]

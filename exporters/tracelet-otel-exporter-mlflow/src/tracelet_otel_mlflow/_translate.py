@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 from tracelet_otel.artifacts import EXTENSIONS
 from tracelet_otel.records import Blob, Record, RecordKind
@@ -58,7 +59,7 @@ class LogArtifact:
     filename: str
 
 
-Call = Union[LogBatch, LogArtifact]
+Call = LogBatch | LogArtifact
 
 
 @dataclass
@@ -73,7 +74,8 @@ def mlflow_name(name: str) -> str:
     segments = [_INVALID_CHARACTER.sub("_", segment) for segment in name.split("/")]
     mapped = "/".join({"": "_", ".": "_", "..": "__"}.get(segment, segment) for segment in segments)
     if len(mapped) > MAX_NAME_LENGTH:
-        mapped = mapped[: MAX_NAME_LENGTH - 9] + "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        mapped = mapped[: MAX_NAME_LENGTH - 9] + "-" + digest
     return mapped
 
 
@@ -135,8 +137,9 @@ def _join(*parts: str) -> str:
 def translate_metrics(metrics_data: Any, step: int) -> list[MetricPoint]:
     """OpenTelemetry metric points -> MLflow metrics: one key per instrument and attribute set.
 
-    Gauges and sums give their value, keyed ``<name>/<attribute>:<value>,...``; histograms give ``<name>.count`` and ``<name>.sum``. The step is the
-    export number, so the MLflow chart shows one point per export interval.
+    Gauges and sums give their value, keyed ``<name>/<attribute>:<value>,...``; histograms give
+    ``<name>.count`` and ``<name>.sum``. The step is the export number, so the MLflow chart shows one point
+    per export interval.
     """
     points: list[MetricPoint] = []
     for resource_metrics in metrics_data.resource_metrics:
@@ -149,6 +152,7 @@ def translate_metrics(metrics_data: Any, step: int) -> list[MetricPoint]:
                     if hasattr(point, "value"):
                         points.append(MetricPoint(mlflow_name(key), float(point.value), time_ms, step))
                     else:
-                        points.append(MetricPoint(mlflow_name(key + ".count"), float(point.count), time_ms, step))
+                        count = float(point.count)
+                        points.append(MetricPoint(mlflow_name(key + ".count"), count, time_ms, step))
                         points.append(MetricPoint(mlflow_name(key + ".sum"), float(point.sum), time_ms, step))
     return points
