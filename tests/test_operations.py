@@ -46,6 +46,12 @@ def every_operation(writer) -> None:
     writer.add_hparams({"lr": 0.01}, {"hparam/score": 0.75})
 
 
+def hparams_runs(logdir) -> list[str]:
+    """The folders add_hparams made: it names them after time.time()."""
+    return [path.name for path in logdir.iterdir() if path.is_dir() and "." in path.name
+            and path.name.replace(".", "").isdigit()]
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_every_operation_arrives(library, mlflow_store, tmp_path):
     run = tracelet_otel.start_logging(f"operations-{library}")
@@ -66,11 +72,21 @@ def test_every_operation_arrives(library, mlflow_store, tmp_path):
                  "videos/video/step_3.gif", "pr_curves/pr/step_3.json", "pr_curves/pr_raw/step_3.json",
                  "embeddings/embedding/step_3/tensors.tsv", "embeddings/embedding/step_3/metadata.tsv",
                  "meshes/mesh/step_3/vertex.npy", "meshes/mesh/step_3/face.npy",
-                 "custom_scalars/custom_scalars__config__/step_0.json", "hparams/step_0.json"):
+                 "custom_scalars/custom_scalars__config__/step_0.json"):
         assert path in artifacts, path
+    assert [path for path in artifacts if path.startswith("hparams/")] == [
+        f"hparams/{hparams_run}.json" for hparams_run in hparams_runs(tmp_path / "runs")]
     assert any(path.startswith("graphs/") for path in artifacts)
     raw = json.loads(mlflow_store.read_artifact(run_id, "histograms/histogram_raw/step_3.json"))
     assert (raw["bucket_limit"], raw["bucket"]) == ([3.0, 6.0, 9.0], [3.0, 3.0, 4.0])
     pr = json.loads(mlflow_store.read_artifact(run_id, "pr_curves/pr_raw/step_3.json"))
     assert pr["true_positives"] == [4.0, 2.0]
     assert run.delivery["mlflow"]["dropped"] == {} and run.capture["dropped"] == {}
+
+
+def test_an_embedding_without_a_step_arrives_at_step_0(mlflow_store, tmp_path):
+    tracelet_otel.start_logging("embedding-no-step")
+    with tensorboard.SummaryWriter(str(tmp_path / "runs")) as writer:
+        writer.add_embedding(np.eye(2), tag="nostep")
+    run = tracelet_otel.stop_logging()
+    assert "embeddings/nostep/step_0/tensors.tsv" in mlflow_store.artifacts(run.backends["mlflow"].run_id)

@@ -1,5 +1,5 @@
-"""tracelet-otel: every TensorBoard ``SummaryWriter`` call, delivered to MLflow, W&B or ClearML through
-OpenTelemetry.
+"""tracelet-otel: every TensorBoard ``SummaryWriter`` call, delivered to experiment trackers (MLflow today)
+through OpenTelemetry.
 
     import tracelet_otel
     run = tracelet_otel.start_logging(exp_name="baseline", project="my_project", backend="mlflow")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
-import queue
-import subprocess
+import shutil
 import sys
 import threading
 import time
@@ -18,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracelet_otel import environment_variables as env
-from tracelet_otel._logforward import relay
+from tracelet_otel._child import Child
 from tracelet_otel.backends import load_backend
 from tracelet_otel.capture import Capture, TensorBoardInstrumentor
 from tracelet_otel.config import Options
@@ -69,34 +67,8 @@ class Run:
             stop_logging()
 
 
-class _AgentProcess:
-    def __init__(self, run_dir: str) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tracelet_otel.agent", run_dir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-        )
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, name="tracelet-otel-agent-reader", daemon=True).start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            message = json.loads(line)
-            if not relay(message):  # the agent's warnings go to the user's logging; the rest is for us
-                self._lines.put(message)
-        self._lines.put({})
-
-    def message(self, timeout: float) -> dict[str, Any]:
-        try:
-            message = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            return {"error": f"no answer from the tracelet-otel agent within {timeout:.0f}s"}
-        return message or {"error": f"the agent exited with status {self._process.wait()}"}
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-        self._process.wait()
+def _start_agent(run_dir: str) -> Child:
+    return Child([sys.executable, "-m", "tracelet_otel.agent", run_dir])
 
 
 @dataclass
@@ -104,11 +76,17 @@ class _ActiveRun:
     run: Run
     options: Options
     capture: Capture | None
-    agent: _AgentProcess
+    agent: Child
 
 
 _active: _ActiveRun | None = None
 _lock = threading.RLock()
+
+
+def _end(agent: Child) -> None:
+    if agent.process.poll() is None:
+        agent.process.terminate()
+    agent.process.wait()
 
 
 def _backend_names(backend: str | Sequence[str] | None) -> list[str]:
@@ -126,15 +104,16 @@ def _rank() -> int | None:
 def start_logging(
     exp_name: str | None = None,
     project: str | None = None,
-    backend: str | Sequence[str] | None = "mlflow",
+    backend: str | Sequence[str] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> Run:
     """Capture every ``SummaryWriter`` call from now on and deliver it to the backends.
 
     Args:
         exp_name: run name in the backends (``TRACELET_EXP_NAME``, else ``run-<date>-<time>``).
-        project: MLflow experiment / W&B project / ClearML project (``TRACELET_PROJECT``).
-        backend: a name or a list of names of installed backends; ``None`` reads ``TRACELET_BACKEND``.
+        project: the backend's grouping of runs, the MLflow experiment (``TRACELET_PROJECT``).
+        backend: a name or a list of names of installed backends; by default ``TRACELET_BACKEND``, else
+            ``"mlflow"``.
         config: options (see :mod:`tracelet_otel.config`); ``TRACELET_<OPTION>`` variables fill the rest.
 
     Returns:
@@ -164,10 +143,11 @@ def start_logging(
                        options=_absolute_paths(options), rank=_rank())
         spec.save(run_dir)
         open(os.path.join(run_dir, JOURNAL_NAME), "ab").close()
-        agent = _AgentProcess(run_dir)
+        agent = _start_agent(run_dir)
         ready = agent.message(AGENT_START_TIMEOUT_S)
         if "ready" not in ready:
-            agent.stop()
+            _end(agent)
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was captured: nothing to replay
             raise RuntimeError(f"tracelet-otel could not start run {run_id}: {ready.get('error')}")
         run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=run_dir,
                   backends={name: BackendRunHandle(name, body["run"], body["url"])
@@ -220,7 +200,7 @@ def stop_logging() -> Run | None:
             TensorBoardInstrumentor().uninstrument()
             active.capture.close()
         done = active.agent.message(active.options.stop_timeout + AGENT_EXIT_GRACE_S)
-        active.agent.stop()
+        _end(active.agent)
         run = active.run
         summary = done.get("done")
         if summary is None:
@@ -250,7 +230,7 @@ def _report(run: Run, options: Options) -> None:
 
 def start_from_environment() -> Run:
     """The ``opentelemetry-instrument`` route: everything from ``TRACELET_*`` variables."""
-    return start_logging(backend=None)
+    return start_logging()
 
 
 def _forget_in_child() -> None:

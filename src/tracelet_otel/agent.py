@@ -9,7 +9,6 @@ Training pays only for an append per event; conversion, OpenTelemetry and export
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -17,17 +16,18 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from tracelet_otel._logforward import LogForwarder
+from tracelet_otel._child import become_helper, try_lock
 from tracelet_otel.artifacts import ArtifactStore
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.delivery.counters import delivery_observations
+from tracelet_otel.records import Record
 from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.emitter import Emitter
@@ -40,7 +40,6 @@ _logger = logging.getLogger("tracelet_otel.agent")
 IDLE_POLL_S = 0.02
 FLUSH_POLL_S = 0.2
 LOCK_NAME = "agent.lock"
-BACKGROUND_NICENESS = 5
 PROGRESS_EVERY_S = 5.0
 
 
@@ -57,12 +56,10 @@ class Agent:
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
-        self._lock = open(os.path.join(run_dir, LOCK_NAME), "w")  # noqa: SIM115 - held for the agent's life
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise AgentBusy(f"run {os.path.basename(run_dir)} is being delivered by another process") from None
+        lock = try_lock(os.path.join(run_dir, LOCK_NAME))
+        if lock is None:
+            raise AgentBusy(f"run {os.path.basename(run_dir)} is being delivered by another process")
+        self._lock = lock
         self.spec = RunSpec.load(run_dir)
         resource = make_resource(self.spec.project, self.spec.exp_name, self.spec.run_id)
         self._tracer_provider = make_tracer_provider(resource)
@@ -76,7 +73,13 @@ class Agent:
             self.exporters[name] = TrackerSpanExporter(path, delivery, self.spec.options.max_spool_size)
 
         # The workers open their runs in parallel; then every span reaches every spool synchronously.
-        self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}
+        try:
+            self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}
+        except Exception:
+            for exporter in self.exporters.values():
+                exporter.shutdown()
+            self._lock.close()
+            raise
         for exporter in self.exporters.values():
             self._tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         self._emitter = Emitter(self._tracer_provider, self._meter_provider)
@@ -89,7 +92,6 @@ class Agent:
         self._resume_offset = min(journaled, default=0)
         self._parent = os.getppid()
         self.ended = False  # the journal's end marker was read: training called stop_logging
-        self.parent_died = False
 
     def describe(self) -> dict[str, Any]:
         return self.backend_runs
@@ -105,7 +107,6 @@ class Agent:
                     return
                 if not frames:
                     if os.getppid() != self._parent:  # training was killed: deliver what it journaled
-                        self.parent_died = True
                         return
                     time.sleep(IDLE_POLL_S)
         finally:
@@ -120,15 +121,25 @@ class Agent:
                 ended = self.ended = True
             elif frame.end <= self._resume_offset:
                 continue  # spooled before a crash of the agent
-            elif frame.type == FrameType.EVENT:
-                self._emitter.emit(self._converter.convert_event(*frame.event()))
-            elif frame.type == FrameType.EMBEDDING:
-                self._emitter.emit(self._converter.convert_embedding(frame.json()))
+            else:
+                self._emitter.emit(self._records(frame))
         if frames:
             self._emitter.end_span()
             for exporter in self.exporters.values():
                 exporter.spool.set_meta("journal_offset", frames[-1].end)
         return ended
+
+    def _records(self, frame: Frame) -> list[Record]:
+        """One frame's records; a frame that cannot be read is counted, never fatal (replay would stop there)."""
+        try:
+            if frame.type == FrameType.EVENT:
+                return self._converter.convert_event(*frame.event())
+            if frame.type == FrameType.EMBEDDING:
+                return self._converter.convert_embedding(frame.json())
+        except Exception as error:
+            self._converter.dropped["unreadable event"] += 1
+            _logger.warning("tracelet-otel: an event could not be read and is counted as dropped: %s", error)
+        return []
 
     @property
     def status(self) -> str:
@@ -182,11 +193,7 @@ class _ProgressLines:
 
 def main(argv: list[str] | None = None) -> int:
     run_dir = (argv or sys.argv[1:])[0]
-    os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
-    # The protocol gets a private copy of stdout; whatever libraries print goes to stderr.
-    protocol: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    LogForwarder.install(protocol)
+    protocol = become_helper()
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     try:
         agent = Agent(run_dir)

@@ -2,7 +2,8 @@
 
 Records carry a :class:`~tracelet_otel.records.Blob` (URI, sha256, media type, size) instead of the bytes, so span
 events stay small. The store is a local directory by default; any fsspec URL works too (``s3://bucket/tb``),
-which is what the collector route needs: the bridge reads the payloads the training job stored.
+so that a process on another machine (an OTLP receiver behind a collector) can read the payloads a training
+job stored.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ EXTENSIONS = {
     "image/jpeg": ".jpg",
     "audio/wav": ".wav",
     "text/plain": ".txt",
-    "text/markdown": ".md",
     "text/tab-separated-values": ".tsv",
     "application/json": ".json",
     "application/x-npy": ".npy",

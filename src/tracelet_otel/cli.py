@@ -10,12 +10,12 @@ Runs another process is still delivering are left alone.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from tracelet_otel._child import try_lock
 from tracelet_otel.agent import LOCK_NAME, Agent, AgentBusy
 from tracelet_otel.runspec import SPEC_NAME
 
@@ -37,11 +37,10 @@ def leftover_runs(spool_dir: str) -> list[str]:
 
 
 def _busy(run_dir: str) -> bool:
-    try:
-        with open(os.path.join(run_dir, LOCK_NAME), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock = try_lock(os.path.join(run_dir, LOCK_NAME))
+    if lock is None:
         return True
+    lock.close()
     return False
 
 

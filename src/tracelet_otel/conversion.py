@@ -53,7 +53,7 @@ class EventConverter:
     def convert_embedding(self, body: dict[str, Any]) -> list[Record]:
         name = self._names.resolve(body["logdir"], None)
         directory = os.path.join(body["logdir"], body["subdir"])
-        step = int(body["step"]) if isinstance(body["step"], int) else 0
+        step = int(body["step"])
         records = []
         for filename in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
             with open(os.path.join(directory, filename), "rb") as file:
@@ -150,7 +150,7 @@ class EventConverter:
             params[key] = {"number_value": param.number_value, "string_value": param.string_value,
                            "bool_value": param.bool_value}.get(which, json_format.MessageToJson(param))
         yield self._record(RecordKind.HPARAMS, name, "hparams", step, wall_time, params=params,
-                           blob=self._json(params))
+                           blob=self._json(params), filename=f"{name.hparams_run or 'hparams'}.json")
 
     def _image(self, value: Any, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
         tag, data = value.tag, value.image.encoded_image_string

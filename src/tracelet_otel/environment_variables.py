@@ -9,7 +9,7 @@ TRACELET_EXP_NAME = "TRACELET_EXP_NAME"
 """Run name in the backends (``exp_name``)."""
 
 TRACELET_PROJECT = "TRACELET_PROJECT"
-"""Project: MLflow experiment, W&B project, ClearML project."""
+"""Project: the backend's grouping of runs (the MLflow experiment)."""
 
 TRACELET_BACKEND = "TRACELET_BACKEND"
 """Comma-separated backend names, e.g. ``mlflow`` or ``mlflow,wandb``."""

@@ -22,6 +22,7 @@ __all__ = ["WriterName", "WriterNames"]
 class WriterName:
     writer: str  # the namespace, "" for the root
     scalars_tag: str | None = None  # set for add_scalars writers: "group/a"
+    hparams_run: str | None = None  # set for add_hparams writers: the run name TensorBoard gave the call
 
     def tag(self, event_tag: str) -> str:
         tag = self.scalars_tag or event_tag
@@ -39,7 +40,7 @@ class WriterNames:
             if parent is not None:
                 return WriterName(self._namespace(parent), f"{call[1]}/{key}")
         if call and call[0] == "hparams":
-            return WriterName(self._namespace(os.path.dirname(logdir)))
+            return WriterName(self._namespace(os.path.dirname(logdir)), hparams_run=os.path.basename(logdir))
         return WriterName(self._namespace(logdir))
 
     def _namespace(self, logdir: str) -> str:

@@ -1,7 +1,7 @@
 """The neutral record: one captured TensorBoard value, whatever route it travelled.
 
 Every stage speaks this type. The capture turns TensorBoard events into records, the OpenTelemetry layer
-encodes them as span events and decodes them back (in process, or from an OTLP request in the bridge), and each
+encodes them as span events and decodes them back (from an SDK span, or from any OTLP request), and each
 backend's translation is a pure function from records to that backend's calls.
 """
 

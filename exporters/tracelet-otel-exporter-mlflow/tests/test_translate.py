@@ -65,6 +65,12 @@ def test_hparams_become_params_with_integral_numbers_as_integers():
     assert calls[1] == LogArtifact(BLOB, "hparams", "step_0.json")
 
 
+def test_each_add_hparams_call_keeps_its_own_artifact():
+    record = Record(RecordKind.HPARAMS, "hparams", 0, 1.0, writer="val", params={"lr": 0.1}, blob=BLOB,
+                    filename="1700000000.5.json")
+    assert translate([record]).calls[1] == LogArtifact(BLOB, "hparams/val", "1700000000.5.json")
+
+
 @pytest.mark.parametrize(("kind", "media_type", "folder", "filename"), [
     (RecordKind.IMAGE, "image/png", "images/Samples", "step_7.png"),
     (RecordKind.VIDEO, "image/gif", "videos/Samples", "step_7.gif"),

@@ -109,6 +109,10 @@ class Capture:
                 _logger.error("tracelet-otel: cannot write the capture journal (%s); values are counted as dropped",
                               error)
             self.dropped["journal write failed"] += sum(map(journal.is_event, chunks))
+            # Whatever of it the file object still buffers is discarded, writer frames included: writers
+            # announce themselves again before their next event.
+            self._journal.reopen()
+            self._writer_ids = weakref.WeakKeyDictionary()
             return
         self._journal_bytes += len(data)
 

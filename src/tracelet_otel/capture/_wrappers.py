@@ -22,7 +22,7 @@ from typing import Any
 
 from tracelet_otel.capture._capture import Capture, call_context
 
-__all__ = ["add_embedding", "add_event", "add_hparams", "add_scalars", "is_patched", "patch", "unpatch"]
+__all__ = ["add_embedding", "add_event", "add_hparams", "add_scalars", "patch", "unpatch"]
 
 _logger = logging.getLogger("tracelet_otel.capture")
 _ORIGINAL = "__tracelet_otel_original__"
@@ -39,10 +39,6 @@ def unpatch(owner: type, name: str) -> None:
     original = getattr(owner.__dict__.get(name), _ORIGINAL, None)
     if original is not None:
         setattr(owner, name, original)
-
-
-def is_patched(owner: type, name: str) -> bool:
-    return hasattr(owner.__dict__.get(name), _ORIGINAL)
 
 
 def add_event(capture: Capture) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -93,8 +89,9 @@ def add_embedding(capture: Capture) -> Callable[[Callable[..., Any]], Callable[.
             original(self, *args, **kwargs)
             try:
                 step = _argument(args, kwargs, 3, "global_step")
-                tag = _argument(args, kwargs, 4, "tag", "default")
+                step = 0 if step is None else int(step)  # as torch and tensorboardX do
                 # Where torch and tensorboardX both put the files (SummaryWriter.add_embedding).
+                tag = _argument(args, kwargs, 4, "tag", "default")
                 subdir = f"{str(step).zfill(5)}/{self._encode(tag)}"
                 capture.on_embedding(str(self._get_file_writer().get_logdir()), str(tag), step, subdir)
             except Exception:

@@ -7,8 +7,8 @@ and is treated as the end of the journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ __all__ = ["Frame", "FrameType", "JournalReader", "JournalWriter"]
 
 _HEADER = struct.Struct("<IIB")
 _WRITER_ID = struct.Struct("<I")
+READ_CHUNK_BYTES = 16 * 2**20  # bounds the agent's memory when a long journal is replayed
 
 
 class FrameType:
@@ -66,6 +67,13 @@ class JournalWriter:
         self._file.write(chunk)
         self._file.flush()
 
+    def reopen(self) -> None:
+        """After a failed write: a fresh file object, so nothing left in the old one's buffer is written."""
+        path = self._file.name
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+
     def close(self) -> None:
         self._file.close()
 
@@ -81,7 +89,7 @@ class JournalReader:
     def frames(self) -> list[Frame]:
         """Every complete frame written since the last call; stops at the end of what is on disk."""
         self._file.seek(self.offset + len(self._buffer))
-        data = self._buffer + self._file.read()
+        data = self._buffer + self._file.read(READ_CHUNK_BYTES)
         frames, position = [], 0
         while len(data) - position >= _HEADER.size:
             length, crc, frame_type = _HEADER.unpack_from(data, position)
@@ -99,7 +107,3 @@ class JournalReader:
 
     def close(self) -> None:
         self._file.close()
-
-
-def journal_size(path: str) -> int:
-    return os.path.getsize(path) if os.path.exists(path) else 0

@@ -13,7 +13,7 @@ from opentelemetry.metrics import Observation
 if TYPE_CHECKING:
     from tracelet_otel.delivery.spool import Spool
 
-__all__ = ["DeliveryCounters", "delivery_observations"]
+__all__ = ["COUNTERS_KEY", "SPOOL_FULL_KEY", "DeliveryCounters", "delivery_observations", "spool_counters"]
 
 
 @dataclass
@@ -43,11 +43,22 @@ class DeliveryCounters:
                    dropped=Counter(body.get("dropped", {})))  # type: ignore[arg-type]
 
 
+COUNTERS_KEY = "counters"  # spool meta, written by the sender in the delivery worker
+SPOOL_FULL_KEY = "dropped_spool_full"  # spool meta, written by the exporter (a process of its own)
+
+
+def spool_counters(spool: Spool) -> DeliveryCounters:
+    """Everything counted for one spool, by whichever process counted it."""
+    counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
+    full = spool.get_meta(SPOOL_FULL_KEY)
+    if full:
+        counters.drop("spool full (max_spool_size)", full)
+    return counters
+
+
 def delivery_observations(backend: str, spool: Spool) -> Iterator[Observation]:
     """The ``tracelet.delivery.records`` counter for one backend, read from its spool (cumulative)."""
-    from tracelet_otel.delivery.sender import COUNTERS_KEY
-
-    counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
+    counters = spool_counters(spool)
     yield Observation(spool.total(), {"backend": backend, "outcome": "spooled"})
     yield Observation(counters.delivered, {"backend": backend, "outcome": "delivered"})
     yield Observation(counters.retried, {"backend": backend, "outcome": "retried"})

@@ -8,12 +8,9 @@ means "on disk", never "maybe in memory".
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import select
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,9 +18,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracelet_otel._logforward import relay
-from tracelet_otel.delivery.counters import DeliveryCounters
-from tracelet_otel.delivery.sender import COUNTERS_KEY
+from tracelet_otel._child import Child
+from tracelet_otel.delivery.counters import SPOOL_FULL_KEY, spool_counters
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.delivery.worker import FINISHED_KEY, Delivery
 from tracelet_otel.telemetry.events import decode_span_events
@@ -33,7 +29,6 @@ __all__ = ["TrackerSpanExporter"]
 _logger = logging.getLogger("tracelet_otel.delivery")
 
 FLUSH_POLL_S = 0.05
-SPOOL_FULL_KEY = "dropped_spool_full"  # written by the exporter; the worker owns the other counters
 
 
 class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
@@ -51,9 +46,9 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         if delivery is not None:
             delivery.save(self.spool)
         self.backend = Delivery.load(self.spool).backend
-        self._worker = subprocess.Popen([sys.executable, "-m", "tracelet_otel.delivery", spool_path],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self._worker.stdin is not None and self._worker.stdout is not None
+        self._child = Child([sys.executable, "-m", "tracelet_otel.delivery", spool_path], stdin=subprocess.PIPE)
+        self._worker = self._child.process
+        assert self._worker.stdin is not None
         self._control = self._worker.stdin
         self._ready: dict[str, Any] | None = None
         self._shutdown = False
@@ -65,30 +60,12 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             RuntimeError: the worker could not open the run (bad configuration, unreachable backend).
         """
         if self._ready is None:
-            message = self._next_message(timeout)
+            message = self._child.message(timeout)
             if "ready" not in message:
                 self.shutdown()
                 raise RuntimeError(f"tracelet-otel could not open the {self.backend} run: {message['error']}")
             self._ready = message["ready"]
-            threading.Thread(target=self._relay_logs, name=f"tracelet-otel-{self.backend}-logs", daemon=True).start()
         return self._ready
-
-    def _next_message(self, timeout: float) -> dict[str, Any]:
-        assert self._worker.stdout is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            readable, _, _ = select.select([self._worker.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            line = self._worker.stdout.readline() if readable else ""
-            if not line:
-                return {"error": f"no answer within {timeout:.0f}s" if not readable else "the worker exited"}
-            message = json.loads(line)
-            if not relay(message):
-                return message
-
-    def _relay_logs(self) -> None:
-        assert self._worker.stdout is not None
-        for line in self._worker.stdout:
-            relay(json.loads(line))
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -137,18 +114,13 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             except subprocess.TimeoutExpired:
                 self._worker.kill()
                 self._worker.wait()
-        counters = DeliveryCounters.from_dict(self.spool.get_meta(COUNTERS_KEY))
-        if self.spool.get_meta(SPOOL_FULL_KEY):
-            counters.drop("spool full (max_spool_size)", self.spool.get_meta(SPOOL_FULL_KEY))
-        report = {**counters.as_dict(),
+        report = {**spool_counters(self.spool).as_dict(),
                   "spooled": self.spool.total(), "undelivered": self.spool.count(),
                   "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path,
                   "run": Delivery.load(self.spool).run}
         return report
 
     def shutdown(self) -> None:
-        if self._shutdown:
-            return
         self.close()
         self.spool.close()
 

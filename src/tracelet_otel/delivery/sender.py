@@ -10,14 +10,13 @@ import threading
 import time
 
 from tracelet_otel.backends import BackendRun
-from tracelet_otel.delivery.counters import DeliveryCounters
+from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
 from tracelet_otel.delivery.spool import Spool
 
-__all__ = ["COUNTERS_KEY", "Sender"]
+__all__ = ["Sender"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
 
-COUNTERS_KEY = "counters"
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 
@@ -84,28 +83,32 @@ class Sender:
                 log("tracelet-otel: %s unavailable (%s); retrying with backoff, records wait in %s",
                     self._run.backend, _short(error), self._spool.path)
                 return False
-            self._isolate(batch)
-            return True
+            return self._isolate(batch)
         self._spool.mark_delivered(batch[-1][0])
         self._counters.add(delivered=len(batch))
         if self._backoff:
             _logger.warning("tracelet-otel: %s is back; delivering the records that waited", self._run.backend)
         return True
 
-    def _isolate(self, batch: list[tuple[int, object]]) -> None:
-        """A permanent error: deliver one at a time, so only the records the backend rejects are dropped."""
+    def _isolate(self, batch: list[tuple[int, object]]) -> bool:
+        """A permanent error: deliver one at a time, so only the records the backend rejects are dropped.
+
+        False when the backend became unavailable meanwhile: what is left is retried like any batch.
+        """
         for seq, record in batch:
             try:
                 self._run.deliver([record])  # type: ignore[list-item]
                 self._counters.add(delivered=1)
             except Exception as error:
                 if not self._run.is_permanent(error):
-                    raise
+                    self._counters.add(retried=1)
+                    return False
                 reason = f"rejected by {self._run.backend}: {_short(error)}"
                 self._counters.drop(reason)
                 _logger.warning("tracelet-otel: %s %r dropped, %s", getattr(record, "kind", ""),
                                 getattr(record, "tag", ""), reason)
             self._spool.mark_delivered(seq)
+        return True
 
 
 def _short(error: BaseException) -> str:

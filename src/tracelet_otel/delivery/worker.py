@@ -14,23 +14,22 @@ takes control lines on stdin:
 
 End of input without ``finish`` means the spooling process died: the worker still delivers what was spooled
 (up to ``ORPHAN_TIMEOUT_S``) and ends the run as ``KILLED``. ``tracelet-otel replay`` runs the same
-:func:`deliver` in the foreground.
+an agent in the foreground, which starts workers like this one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tracelet_otel._logforward import LogForwarder
+from tracelet_otel._child import become_helper, try_lock
 from tracelet_otel.backends import BackendRun, RunInfo, load_backend
-from tracelet_otel.delivery.counters import DeliveryCounters
-from tracelet_otel.delivery.sender import COUNTERS_KEY, Sender
+from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
+from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.delivery.spool import Spool
 
 __all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "deliver", "main", "open_run"]
@@ -40,7 +39,6 @@ _logger = logging.getLogger("tracelet_otel.delivery")
 DELIVERY_KEY = "delivery"  # spool meta: {"backend", "run", "options", "info"}
 FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended with
 ORPHAN_TIMEOUT_S = 600.0
-BACKGROUND_NICENESS = 5
 
 
 @dataclass(frozen=True)
@@ -104,14 +102,15 @@ def _follow_control(sender: Sender) -> tuple[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # The protocol gets a private copy of stdout; whatever the backend's SDK prints goes to stderr.
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    LogForwarder.install(protocol)
+    protocol = become_helper()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # the sender reports outages once, itself
-    os.nice(BACKGROUND_NICENESS)  # when cores are short, training goes first
-    spool = Spool((argv or sys.argv[1:])[0])
+    path = (argv or sys.argv[1:])[0]
+    lock = try_lock(path + ".lock")  # replay and an orphaned worker must never deliver one spool twice over
+    if lock is None:
+        protocol.write(json.dumps({"error": f"{path} is being delivered by another process"}) + "\n")
+        return 2
+    spool = Spool(path)
     try:
         try:
             backend_run = open_run(spool)
@@ -122,3 +121,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if deliver(spool, backend_run, _follow_control) else 3
     finally:
         spool.close()
+        lock.close()

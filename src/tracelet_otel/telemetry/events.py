@@ -1,7 +1,7 @@
 """Records <-> span events: the lossless encoding every route shares.
 
 ``decode`` takes plain ``(name, attributes)`` pairs, so it serves both an SDK ``ReadableSpan`` (in process) and an
-OTLP request decoded by the bridge.
+OTLP request decoded elsewhere.
 """
 
 from __future__ import annotations

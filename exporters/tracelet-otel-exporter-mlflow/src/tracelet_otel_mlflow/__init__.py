@@ -3,7 +3,7 @@
 * :class:`MlflowBackend` is what ``start_logging(backend="mlflow")`` uses (entry point ``mlflow`` in the
   ``tracelet_otel_backends`` group).
 * :class:`MlflowSpanExporter` is a plain OpenTelemetry ``SpanExporter`` for pipelines you build yourself (the
-  bridge uses it): it reads tracelet-otel span events, spools them and delivers them to one MLflow run.
+  same delivery the agent uses): it reads tracelet-otel span events, spools them and delivers them to one run.
 * :class:`MlflowMetricExporter` sends any other OpenTelemetry metrics your code records to the same run.
 
 How records map to MLflow: scalars -> metrics through ``log_batch`` (step = TensorBoard step, timestamp =

@@ -1,4 +1,4 @@
-"""OpenTelemetry exporters bound to one MLflow run, for pipelines built by hand and for the bridge."""
+"""OpenTelemetry exporters bound to one MLflow run, for OpenTelemetry pipelines built by hand."""
 
 from __future__ import annotations
 

@@ -58,11 +58,13 @@ class MlflowRun(BackendRun):
             self._warn_once(tag, f"tracelet-otel: MLflow rejects the name {tag!r}; logged as {name!r}")
         for call in translation.calls:
             if isinstance(call, LogBatch):
+                # MLflow takes 1000 entities a call, at most 100 of them params: metrics and params apart.
+                if call.metrics:
+                    self._client.log_batch(self.run_id, metrics=[
+                        Metric(m.key, m.value, m.timestamp_ms, m.step) for m in call.metrics])
                 params = [Param(k, v) for k, v in self._new_params(call.params)]
-                metrics = [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in call.metrics]
-                for start in range(0, max(len(params), 1), MAX_PARAMS_PER_BATCH):
-                    chunk = params[start : start + MAX_PARAMS_PER_BATCH]
-                    self._client.log_batch(self.run_id, metrics=metrics if start == 0 else [], params=chunk)
+                for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+                    self._client.log_batch(self.run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
                 self._params.update((p.key, p.value) for p in params)
             elif isinstance(call, LogArtifact):
                 self._log_artifact(call)
@@ -76,7 +78,7 @@ class MlflowRun(BackendRun):
                 new.append((key, value))
             elif logged != value:
                 self._warn_once("param:" + key, f"tracelet-otel: MLflow param {key!r} is already {logged!r}; "
-                                f"{value!r} is kept in the hparams artifact only")
+                                f"{value!r} is kept in this add_hparams call's artifact under hparams/")
         return new
 
     def _log_artifact(self, call: LogArtifact) -> None:

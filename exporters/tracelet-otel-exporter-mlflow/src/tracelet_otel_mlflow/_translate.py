@@ -123,8 +123,8 @@ def _artifact(record: Record, name: Callable[[str], str]) -> LogArtifact:
     assert record.blob is not None
     folder = _ARTIFACT_FOLDERS[record.kind]
     extension = EXTENSIONS.get(record.blob.media_type, ".bin")
-    if record.kind is RecordKind.HPARAMS:
-        return LogArtifact(record.blob, _join(folder, record.writer), f"step_{record.step}.json")
+    if record.kind is RecordKind.HPARAMS:  # one file per add_hparams call, named after its TensorBoard run
+        return LogArtifact(record.blob, _join(folder, record.writer), record.filename or f"step_{record.step}.json")
     if record.filename:  # several files for one call: embeddings, mesh components, graph
         return LogArtifact(record.blob, _join(folder, name(record.tag), f"step_{record.step}"), record.filename)
     return LogArtifact(record.blob, _join(folder, name(record.tag)), f"step_{record.step}{extension}")
