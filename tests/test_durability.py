@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -88,7 +89,7 @@ def test_when_training_is_killed_the_agent_delivers_what_was_journaled_and_ends_
     assert steps(mlflow_store) == list(range(500))
 
 
-def test_after_a_hard_kill_of_everything_replay_delivers_into_the_same_run_exactly_once(server, tmp_path):
+def test_after_a_hard_kill_of_everything_replay_delivers_into_the_same_run_exactly_once(server, tmp_path, caplog):
     store = MlflowStore(server.uri)
     process = start_training(tmp_path, server.uri, 200, 260)
     server.kill()  # what follows can only be journaled and spooled
@@ -100,6 +101,11 @@ def test_after_a_hard_kill_of_everything_replay_delivers_into_the_same_run_exact
     process.wait()
     server.start()
     run_id = the_run(store).info.run_id
+
+    with caplog.at_level(logging.WARNING, logger="tracelet_otel"):  # the next run here offers the replay
+        tracelet_otel.start_logging("next", "elsewhere", config={"mlflow_tracking_uri": server.uri})
+        tracelet_otel.stop_logging()
+    assert "earlier run(s) in" in caplog.text and "tracelet-otel replay" in caplog.text
 
     result = replay(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -157,3 +163,33 @@ def test_a_batch_sent_again_after_a_crash_is_stored_once(mlflow_store, tmp_path)
     result = replay(tmp_path)
     assert result.returncode == 0, result.stderr
     assert steps(mlflow_store) == list(range(300))
+
+
+def test_an_unreadable_event_in_the_journal_is_counted_and_the_rest_still_arrives(mlflow_store, tmp_path):
+    """A journal a crash left behind with one corrupt event between good ones: replay delivers the good ones."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from torch.utils.tensorboard.summary import scalar
+
+    from tracelet_otel.capture import journal
+    from tracelet_otel.config import Options
+    from tracelet_otel.runspec import JOURNAL_NAME, RunSpec
+
+    run_dir = tmp_path / ".tracelet" / "runs" / "crashed"
+    run_dir.mkdir(parents=True)
+    RunSpec("crashed", "unreadable", "durability", ("mlflow",), Options(
+        spool_dir=str(tmp_path / ".tracelet"), backend_options={"mlflow_tracking_uri": mlflow_store.uri})).save(
+        str(run_dir))
+    good = [Event(summary=scalar("loss", step / 10), step=step, wall_time=1.7e9 + step).SerializeToString()
+            for step in range(3)]
+    with open(run_dir / JOURNAL_NAME, "wb") as file:
+        file.write(journal.encode_json(journal.FrameType.WRITER, {"id": 1, "logdir": str(tmp_path), "call": None}))
+        file.write(journal.encode_event(1, good[0]))
+        file.write(journal.encode_event(1, b"\xff not an event"))
+        file.write(journal.encode_event(1, good[1]))
+        file.write(journal.encode_event(7, good[2]))  # a writer the journal never announced
+
+    result = replay(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert steps(mlflow_store) == [0, 1]
+    assert "counted as dropped" in result.stderr
+    assert the_run(mlflow_store).info.status == "KILLED"

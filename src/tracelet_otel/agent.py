@@ -93,9 +93,6 @@ class Agent:
         self._parent = os.getppid()
         self.ended = False  # the journal's end marker was read: training called stop_logging
 
-    def describe(self) -> dict[str, Any]:
-        return self.backend_runs
-
     def follow(self, *, until_end: bool = True) -> None:
         """Convert and spool the journal; with ``until_end`` keep following it until its end marker."""
         reader = JournalReader(os.path.join(self.run_dir, JOURNAL_NAME))
@@ -200,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         protocol.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
         return 1
-    protocol.write(json.dumps({"ready": agent.describe()}) + "\n")
+    protocol.write(json.dumps({"ready": agent.backend_runs}) + "\n")
     agent.follow()
     protocol.write(json.dumps({"done": agent.finish(agent.spec.options.stop_timeout)}) + "\n")
     return 0

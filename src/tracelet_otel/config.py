@@ -55,6 +55,26 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean; use true or false")
 
 
+def _bool(value: Any) -> bool:
+    return _parse_bool(value) if isinstance(value, str) else bool(value)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+# Options given as text (TRACELET_* variables) or as Python values; the rest are taken as given.
+_PARSERS = {
+    "track_tensorboard": _bool,
+    "capture_images": _bool,
+    "capture_histograms": _bool,
+    "capture_audio": _bool,
+    "max_image_size": parse_size,
+    "max_spool_size": parse_size,
+    "stop_timeout": float,
+}
+
+
 @dataclass(frozen=True)
 class Options:
     track_tensorboard: bool = True
@@ -90,19 +110,7 @@ class Options:
                 hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid options: {', '.join(sorted(valid))}"
                 raise ValueError(f"unknown tracelet_otel option {name!r}{hint}")
             merged[name] = value
-        values: dict[str, Any] = {}
-        for name, value in merged.items():
-            if name in backend_option_names:
-                continue
-            kind = own[name].type
-            if name in ("max_image_size", "max_spool_size"):
-                values[name] = parse_size(value)
-            elif "bool" in str(kind) and isinstance(value, str):
-                values[name] = _parse_bool(value)
-            elif name == "stop_timeout":
-                values[name] = float(value)
-            else:
-                values[name] = value
+        values = {name: _PARSERS.get(name, _as_is)(value) for name, value in merged.items() if name in own}
         backend_options = {k: v for k, v in merged.items() if k in backend_option_names}
         return cls(**values, backend_options=backend_options)
 

@@ -46,10 +46,7 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         if delivery is not None:
             delivery.save(self.spool)
         self.backend = Delivery.load(self.spool).backend
-        self._child = Child([sys.executable, "-m", "tracelet_otel.delivery", spool_path], stdin=subprocess.PIPE)
-        self._worker = self._child.process
-        assert self._worker.stdin is not None
-        self._control = self._worker.stdin
+        self._worker = Child([sys.executable, "-m", "tracelet_otel.delivery", spool_path], stdin=subprocess.PIPE)
         self._ready: dict[str, Any] | None = None
         self._shutdown = False
 
@@ -60,7 +57,7 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             RuntimeError: the worker could not open the run (bad configuration, unreachable backend).
         """
         if self._ready is None:
-            message = self._child.message(timeout)
+            message = self._worker.message(timeout)
             if "ready" not in message:
                 self.shutdown()
                 raise RuntimeError(f"tracelet-otel could not open the {self.backend} run: {message['error']}")
@@ -92,28 +89,27 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Waits until the worker has delivered every spooled record."""
         deadline = time.monotonic() + timeout_millis / 1000
-        while self.spool.count():
-            if time.monotonic() >= deadline or self._worker.poll() is not None:
-                return False
+        while self.delivering() and time.monotonic() < deadline:
             time.sleep(FLUSH_POLL_S)
-        return True
+        return self.spool.count() == 0
 
     def delivering(self) -> bool:
         """Records are waiting and the worker is still there to send them."""
-        return self._worker.poll() is None and self.spool.count() > 0
+        return self._worker.process.poll() is None and self.spool.count() > 0
 
     def close(self, status: str = "FINISHED", timeout: float = 30.0) -> dict[str, Any]:
         """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
         if not self._shutdown:
             self._shutdown = True
             self._tell(f"finish {status} {timeout}")
+            process = self._worker.process
             with contextlib.suppress(BrokenPipeError):
-                self._control.close()
+                process.stdin.close()  # type: ignore[union-attr]
             try:
-                self._worker.wait(timeout + 30)
+                process.wait(timeout + 30)
             except subprocess.TimeoutExpired:
-                self._worker.kill()
-                self._worker.wait()
+                process.kill()
+                process.wait()
         report = {**spool_counters(self.spool).as_dict(),
                   "spooled": self.spool.total(), "undelivered": self.spool.count(),
                   "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path,
@@ -126,7 +122,7 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
 
     def _tell(self, line: str) -> None:
         try:
-            self._control.write(line + "\n")
-            self._control.flush()
+            self._worker.process.stdin.write(line + "\n")  # type: ignore[union-attr]
+            self._worker.process.stdin.flush()  # type: ignore[union-attr]
         except (BrokenPipeError, ValueError):  # the worker is gone; the spool keeps everything for replay
             pass
