@@ -1,9 +1,15 @@
-"""Reading the truth back: TensorBoard event files with TensorBoard's own reader, MLflow with its client."""
+"""Reading the truth back: TensorBoard event files with TensorBoard's own reader, MLflow with its client; and
+watching the processes a test starts."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -72,3 +78,64 @@ class MlflowStore:
         local = self.client.download_artifacts(run_id, path)
         with open(local, "rb") as file:
             return file.read()
+
+
+def helper_processes(root_pid: int) -> list[str]:
+    """Command lines of the tracelet-otel helper processes below ``root_pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as file:
+                    parents[int(name)] = int(file.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    below, frontier = set(), {root_pid}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    commands = []
+    for pid in below:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                command = file.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "tracelet_otel" in command:
+            commands.append(command)
+    return commands
+
+
+class ProcessGroup:
+    """A command in a process group of its own, ended with the whole group, pass or fail."""
+
+    def __init__(self, command: list[str], **kwargs: object) -> None:
+        self.process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, **kwargs)  # type: ignore[call-overload]
+        self.most_helpers: list[str] = []
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        """Wait, sampling the helper processes every 50 ms; returns the exit status and the output."""
+        output: list[str] = []
+        reader = threading.Thread(target=lambda: output.append(self.process.stdout.read()), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            helpers = helper_processes(self.process.pid)
+            if len(helpers) > len(self.most_helpers):
+                self.most_helpers = helpers
+            time.sleep(0.05)
+        if self.process.poll() is None:
+            raise TimeoutError(f"still running after {timeout}s with helpers {self.most_helpers}")
+        reader.join(10)
+        return self.process.returncode, "".join(output)
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()

@@ -35,5 +35,5 @@ def test_the_training_job_sends_otlp_to_the_collector_and_tracks_in_the_mlflow_s
     assert "4317:4317" in services["otel-collector"]["ports"]
     assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "./collector-config/otel-collector.yaml" in services["otel-collector"]["volumes"][0]
-    options = Options.resolve(None, set(), environment)  # TRACELET_* variables the job sets are valid
+    options = Options.resolve(None, {}, environment)  # TRACELET_* variables the job sets are valid
     assert options.spool_dir == "/tmp/tracelet"

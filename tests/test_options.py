@@ -32,13 +32,22 @@ def test_a_size_that_is_not_one_says_how_to_write_it():
 
 def test_environment_variables_fill_options_and_config_wins():
     environ = {"TRACELET_CAPTURE_AUDIO": "false", "TRACELET_MAX_IMAGE_SIZE": "1MB", "TRACELET_CAPTURE_IMAGES": "0"}
-    options = Options.resolve({"capture_images": True}, set(), environ)
+    options = Options.resolve({"capture_images": True}, {}, environ)
     assert (options.capture_audio, options.max_image_size, options.capture_images) == (False, 1_000_000, True)
 
 
 def test_backend_options_are_valid_options():
-    options = Options.resolve({"mlflow_tracking_uri": "sqlite:///x.db"}, {"mlflow_tracking_uri"}, {})
+    options = Options.resolve({"mlflow_tracking_uri": "sqlite:///x.db"}, {"mlflow_tracking_uri": str}, {})
     assert options.backend_options == {"mlflow_tracking_uri": "sqlite:///x.db"}
+
+
+def test_backend_options_from_variables_are_parsed_by_their_declared_type():
+    types = {"tracker_offline": bool, "tracker_retries": int, "tracker_url": str}
+    environ = {"TRACELET_TRACKER_OFFLINE": "false", "TRACELET_TRACKER_RETRIES": "3", "TRACELET_TRACKER_URL": "x"}
+    options = Options.resolve(None, types, environ)
+    assert options.backend_options == {"tracker_offline": False, "tracker_retries": 3, "tracker_url": "x"}
+    with pytest.raises(ValueError, match="not a boolean"):
+        Options.resolve(None, types, {"TRACELET_TRACKER_OFFLINE": "maybe"})
 
 
 def log_media(logdir: str) -> None:

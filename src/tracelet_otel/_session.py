@@ -17,9 +17,10 @@ from typing import Any
 
 from tracelet_otel import environment_variables as env
 from tracelet_otel._child import Child
-from tracelet_otel.backends import load_backend
+from tracelet_otel.backends import DISCARD, load_backend
 from tracelet_otel.capture import Capture, TensorBoardInstrumentor
 from tracelet_otel.config import Options
+from tracelet_otel.provenance import training_process
 from tracelet_otel.runspec import JOURNAL_NAME, RunSpec
 
 __all__ = ["BackendRunHandle", "Run", "start_logging", "stop_logging"]
@@ -71,6 +72,15 @@ def _start_agent(run_dir: str) -> Child:
     return Child([sys.executable, "-m", "tracelet_otel.agent", run_dir])
 
 
+def _end_agent(agent: Child, status: str, timeout: float) -> dict[str, Any]:
+    """Tell the agent training has ended, wait for its summary, and make sure it is gone."""
+    agent.tell(f"end {status}")
+    agent.end_input()
+    done = agent.message(timeout)
+    agent.wait(0 if "done" not in done else AGENT_EXIT_GRACE_S)
+    return done
+
+
 @dataclass
 class _ActiveRun:
     run: Run
@@ -81,12 +91,6 @@ class _ActiveRun:
 
 _active: _ActiveRun | None = None
 _lock = threading.RLock()
-
-
-def _end(agent: Child) -> None:
-    if agent.process.poll() is None:
-        agent.process.terminate()
-    agent.process.wait()
 
 
 def _backend_names(backend: str | Sequence[str] | None) -> list[str]:
@@ -133,33 +137,51 @@ def start_logging(
             stop_logging()
         names = _backend_names(backend)
         backends = {name: load_backend(name) for name in names}
-        options = Options.resolve(config, set().union(*(b.options for b in backends.values())))
+        options = Options.resolve(config, {name: kind for b in backends.values() for name, kind in b.options.items()})
         run_id = uuid.uuid4().hex
         run_dir = os.path.abspath(os.path.join(options.spool_dir, "runs", run_id))
         os.makedirs(run_dir)
         spec = RunSpec(run_id=run_id,
                        exp_name=exp_name or os.environ.get(env.TRACELET_EXP_NAME) or time.strftime("run-%Y%m%d-%H%M%S"),
                        project=project or os.environ.get(env.TRACELET_PROJECT), backends=tuple(names),
-                       options=_absolute_paths(options), rank=_rank())
+                       options=_absolute_paths(options), rank=_rank(), source=training_process())
         spec.save(run_dir)
         open(os.path.join(run_dir, JOURNAL_NAME), "ab").close()
         agent = _start_agent(run_dir)
         ready = agent.message(AGENT_START_TIMEOUT_S)
         if "ready" not in ready:
-            _end(agent)
+            agent.wait(0)
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing was captured: nothing to replay
             raise RuntimeError(f"tracelet-otel could not start run {run_id}: {ready.get('error')}")
         run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=run_dir,
                   backends={name: BackendRunHandle(name, body["run"], body["url"])
                             for name, body in ready["ready"].items()})
-        capture = None
-        if options.track_tensorboard:
-            capture = Capture(os.path.join(run_dir, JOURNAL_NAME), options.max_spool_size)
-            TensorBoardInstrumentor().instrument(capture=capture, skip_dep_check=True)
+        try:
+            capture = _capture(run_dir, options)
+        except BaseException:
+            # The runs are open and nothing was captured: undo them rather than leave empty runs behind.
+            _end_agent(agent, DISCARD, AGENT_EXIT_GRACE_S)
+            raise
         _active = _ActiveRun(run, options, capture, agent)
         _logger.info("tracelet-otel: run %s started (%s)", run_id, ", ".join(names))
         _offer_replay(options.spool_dir, run_dir)
         return run
+
+
+def _capture(run_dir: str, options: Options) -> Capture | None:
+    instrumentor = TensorBoardInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:  # the zero-code route's stand-by patches
+        instrumentor.uninstrument()
+    if not options.track_tensorboard:
+        return None
+    capture = Capture(os.path.join(run_dir, JOURNAL_NAME), options.max_spool_size)
+    try:
+        instrumentor.instrument(capture=capture, skip_dep_check=True)
+    except BaseException:
+        instrumentor.uninstrument()
+        capture.close(DISCARD)
+        raise
+    return capture
 
 
 def _offer_replay(spool_dir: str, current_run_dir: str) -> None:
@@ -167,7 +189,11 @@ def _offer_replay(spool_dir: str, current_run_dir: str) -> None:
     them here would send traffic the user did not ask for from a job that may not own those runs."""
     from tracelet_otel.cli import leftover_runs
 
-    leftovers = [os.path.basename(run_dir) for run_dir in leftover_runs(spool_dir) if run_dir != current_run_dir]
+    try:
+        leftovers = [os.path.basename(run_dir) for run_dir in leftover_runs(spool_dir) if run_dir != current_run_dir]
+    except OSError as error:  # another agent removed its run meanwhile: the offer is a courtesy, never fatal
+        _logger.debug("tracelet-otel: could not look for leftover runs: %s", error)
+        return
     if leftovers:
         _logger.warning("tracelet-otel: %d earlier run(s) in %s still hold undelivered records (%s); deliver them "
                         "with: tracelet-otel replay %s", len(leftovers), spool_dir, ", ".join(leftovers), spool_dir)
@@ -188,7 +214,8 @@ def _absolute_paths(options: Options) -> Options:
 def stop_logging() -> Run | None:
     """Deliver what is in flight (up to ``stop_timeout``), end the backend runs and restore ``SummaryWriter``.
 
-    Returns the stopped run with its delivery counters, or None when no run was active.
+    Returns the stopped run with its delivery counters, or None when no run was active. Never raises: it runs
+    at the end of training and at exit, where an error would hide the user's own.
     """
     global _active
     with _lock:
@@ -196,23 +223,32 @@ def stop_logging() -> Run | None:
         if active is None:
             _logger.debug("tracelet-otel: stop_logging called with no active run")
             return None
-        if active.capture is not None:
-            TensorBoardInstrumentor().uninstrument()
-            active.capture.close()
-        done = active.agent.message(active.options.stop_timeout + AGENT_EXIT_GRACE_S)
-        _end(active.agent)
-        run = active.run
-        summary = done.get("done")
-        if summary is None:
-            _logger.warning("tracelet-otel: the agent of run %s did not finish (%s); its spool keeps what was not "
-                            "delivered: run `tracelet-otel replay %s`", run.run_id, done.get("error"),
-                            active.options.spool_dir)
-            return run
-        run.delivery = summary["backends"]
-        dropped = Counter(summary["capture"]["dropped"]) + (active.capture.dropped if active.capture else Counter())
-        run.capture = {**summary["capture"], "dropped": dict(dropped)}
-        _report(run, active.options)
+        try:
+            return _stop(active)
+        except Exception:
+            _logger.exception("tracelet-otel: stopping run %s failed; its spool keeps what was not delivered: "
+                              "run `tracelet-otel replay %s`", active.run.run_id, active.options.spool_dir)
+            active.agent.wait(0)
+            return active.run
+
+
+def _stop(active: _ActiveRun) -> Run:
+    if active.capture is not None:
+        TensorBoardInstrumentor().uninstrument()
+        active.capture.close()
+    done = _end_agent(active.agent, "FINISHED", active.options.stop_timeout + AGENT_EXIT_GRACE_S)
+    run = active.run
+    summary = done.get("done")
+    if summary is None:
+        _logger.warning("tracelet-otel: the agent of run %s did not finish (%s); its spool keeps what was not "
+                        "delivered: run `tracelet-otel replay %s`", run.run_id, done.get("error"),
+                        active.options.spool_dir)
         return run
+    run.delivery = summary["backends"]
+    dropped = Counter(summary["capture"]["dropped"]) + (active.capture.dropped if active.capture else Counter())
+    run.capture = {**summary["capture"], "dropped": dict(dropped)}
+    _report(run, active.options)
+    return run
 
 
 def _report(run: Run, options: Options) -> None:
@@ -228,9 +264,25 @@ def _report(run: Run, options: Options) -> None:
                         run.capture["dropped"])
 
 
-def start_from_environment() -> Run:
-    """The ``opentelemetry-instrument`` route: everything from ``TRACELET_*`` variables."""
-    return start_logging()
+def start_from_environment() -> Run | None:
+    """The ``opentelemetry-instrument`` route: everything from ``TRACELET_*`` variables.
+
+    It runs inside the first ``SummaryWriter`` call of a script that did not start a run itself: a failure is
+    one warning, and training goes on with TensorBoard alone.
+    """
+    try:
+        return start_logging()
+    except Exception as error:
+        TensorBoardInstrumentor().uninstrument()
+        _logger.warning("tracelet-otel: could not start a run from the TRACELET_* environment (%s); training "
+                        "continues and TensorBoard writes its files, but nothing is delivered", error)
+        return None
+
+
+def active_capture() -> Capture | None:
+    """The capture of the active run, if one is active and captures."""
+    active = _active
+    return None if active is None else active.capture
 
 
 def _forget_in_child() -> None:

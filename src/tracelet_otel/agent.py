@@ -1,8 +1,9 @@
 """The agent: a process beside training that turns the capture journal into OpenTelemetry and delivers it.
 
 ``start_logging`` starts it with ``python -m tracelet_otel.agent RUN_DIR``. It reports ready (with each
-backend's run) on a private copy of stdout, follows the journal until the end marker or until the training
-process dies, waits for delivery up to ``stop_timeout``, ends the backend runs and reports its counters.
+backend's run) on its protocol pipe, follows the journal until the end marker, until the training process says
+``end STATUS`` on its stdin (the journal may be unwritable: a full disk), or until the training process dies;
+then it waits for delivery up to ``stop_timeout``, ends the backend runs and reports its counters.
 Training pays only for an append per event; conversion, OpenTelemetry and export use the other core.
 """
 
@@ -14,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._child import become_helper, try_lock
 from tracelet_otel.artifacts import ArtifactStore
+from tracelet_otel.backends import DISCARD
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
@@ -76,8 +79,9 @@ class Agent:
         try:
             self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}
         except Exception:
+            # No empty runs left behind: the runs that did open are undone, and nothing is left to replay.
             for exporter in self.exporters.values():
-                exporter.shutdown()
+                exporter.discard()
             self._lock.close()
             raise
         for exporter in self.exporters.values():
@@ -91,31 +95,49 @@ class Agent:
         journaled = [exporter.spool.get_meta("journal_offset") or 0 for exporter in self.exporters.values()]
         self._resume_offset = min(journaled, default=0)
         self._parent = os.getppid()
-        self.ended = False  # the journal's end marker was read: training called stop_logging
+        self.end_status: str | None = None  # set by the journal's end marker or by request_end
+        self._end_requested = threading.Event()
+        self._requested_status = "FINISHED"
+        self.damaged_journal_stretches = 0
+
+    def request_end(self, status: str) -> None:
+        """Training has stopped (``stop_logging``): end once everything journaled so far is converted."""
+        self._requested_status = status
+        self._end_requested.set()
 
     def follow(self, *, until_end: bool = True) -> None:
         """Convert and spool the journal; with ``until_end`` keep following it until its end marker."""
         reader = JournalReader(os.path.join(self.run_dir, JOURNAL_NAME))
         try:
             while True:
+                end_requested = self._end_requested.is_set()  # before reading: the journal is complete then
                 frames = reader.frames()
-                ended = self._convert(frames)
-                if ended or (not frames and not until_end):
+                self._convert(frames)
+                if self.end_status is not None:
                     return
-                if not frames:
-                    if os.getppid() != self._parent:  # training was killed: deliver what it journaled
-                        return
-                    time.sleep(IDLE_POLL_S)
+                if frames:
+                    continue
+                # Training was killed (deliver what it journaled), stopped, or this is a replay.
+                if end_requested or not until_end or os.getppid() != self._parent:
+                    while self.end_status is None:
+                        offset = reader.offset
+                        self._convert(reader.frames(complete=True))
+                        if reader.offset == offset:
+                            break
+                    if self.end_status is None and end_requested:
+                        self.end_status = self._requested_status
+                    return
+                self._end_requested.wait(IDLE_POLL_S)
         finally:
+            self.damaged_journal_stretches += reader.damaged_stretches
             reader.close()
 
-    def _convert(self, frames: list[Frame]) -> bool:
-        ended = False
+    def _convert(self, frames: list[Frame]) -> None:
         for frame in frames:
             if frame.type == FrameType.WRITER:
                 self._converter.register_writer(frame.json())
             elif frame.type == FrameType.END:
-                ended = self.ended = True
+                self.end_status = frame.payload.decode() or "FINISHED"
             elif frame.end <= self._resume_offset:
                 continue  # spooled before a crash of the agent
             else:
@@ -124,7 +146,6 @@ class Agent:
             self._emitter.end_span()
             for exporter in self.exporters.values():
                 exporter.spool.set_meta("journal_offset", frames[-1].end)
-        return ended
 
     def _records(self, frame: Frame) -> list[Record]:
         """One frame's records; a frame that cannot be read is counted, never fatal (replay would stop there)."""
@@ -140,8 +161,9 @@ class Agent:
 
     @property
     def status(self) -> str:
-        """How the backend runs end: ``FINISHED`` after stop_logging, ``KILLED`` when training died first."""
-        return "FINISHED" if self.ended else "KILLED"
+        """How the backend runs end: as ``stop_logging`` said (``FINISHED``), ``KILLED`` when training died
+        first, or ``DISCARD`` when ``start_logging`` failed."""
+        return self.end_status or "KILLED"
 
     def undelivered(self) -> dict[str, int]:
         return {name: exporter.spool.count() for name, exporter in self.exporters.items()}
@@ -153,19 +175,25 @@ class Agent:
         printed every few seconds.
         """
         self._emitter.end_span()
+        if self.status == DISCARD:
+            timeout = 0.0
         deadline = time.monotonic() + timeout
         progress = on_progress or _ProgressLines()
         while time.monotonic() < deadline and any(exporter.delivering() for exporter in self.exporters.values()):
             progress(self.undelivered())
             time.sleep(FLUSH_POLL_S)
         progress(self.undelivered())
-        summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dict(self._converter.dropped),
+        dropped = dict(self._converter.dropped)
+        if self.damaged_journal_stretches:  # the values in them are lost; how many cannot be known
+            dropped["damaged stretch of the capture journal skipped"] = self.damaged_journal_stretches
+        summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dropped,
                                                                "dropped_span_events": self._emitter.dropped_events}}
         for name, exporter in self.exporters.items():
             summary["backends"][name] = exporter.close(self.status, max(0.0, deadline - time.monotonic()))
         self._tracer_provider.shutdown()
         self._meter_provider.shutdown()
-        if all(report["undelivered"] == 0 and report["finished"] for report in summary["backends"].values()):
+        if self.status == DISCARD or all(report["undelivered"] == 0 and report["finished"]
+                                         for report in summary["backends"].values()):
             shutil.rmtree(self.run_dir, ignore_errors=True)  # delivered: nothing left to replay
         self._lock.close()
         return summary
@@ -198,9 +226,18 @@ def main(argv: list[str] | None = None) -> int:
         protocol.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
         return 1
     protocol.write(json.dumps({"ready": agent.backend_runs}) + "\n")
+    threading.Thread(target=_follow_control, args=(agent,), name="tracelet-otel-control", daemon=True).start()
     agent.follow()
     protocol.write(json.dumps({"done": agent.finish(agent.spec.options.stop_timeout)}) + "\n")
     return 0
+
+
+def _follow_control(agent: Agent) -> None:
+    """``end STATUS`` from the training process; the end of input means it is gone."""
+    for line in sys.stdin:
+        words = line.split()
+        if words[:1] == ["end"] and len(words) == 2:
+            agent.request_end(words[1])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ without touching tracelet-otel::
 
 It opens a :class:`BackendRun`, whose ``deliver`` turns a batch of records into the tracker's calls (through a
 pure translation function) and raises on failure. Spooling, batching and retry are shared and not its concern.
+
+The delivery contract (``docs/durability.md``): the sender calls ``deliver`` and then ``flush``, and only when
+both returned does it mark the batch delivered. A crash in between sends the batch again on replay. A backend
+that stores a resent batch once (MLflow) needs nothing more. A backend whose resends would duplicate data
+(``resend_duplicates = True``) stores the ``through_seq`` it is given with the data, in order, and reports the
+highest one that reached its storage from ``stored_through()`` when the run is reopened; the sender never sends
+those records again.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from typing import Any, ClassVar
 
 from tracelet_otel.records import Record
 
-__all__ = ["Backend", "BackendRun", "RunInfo", "available_backends", "load_backend"]
+__all__ = ["DISCARD", "Backend", "BackendRun", "RunInfo", "available_backends", "load_backend"]
 
 ENTRY_POINT_GROUP = "tracelet_otel_backends"
+DISCARD = "DISCARD"  # the end status that undoes a run instead of ending it (BackendRun.discard)
 
 
 @dataclass(frozen=True)
@@ -32,11 +40,16 @@ class RunInfo:
     exp_name: str
     project: str | None
     rank: int | None = None  # the process's rank when several processes of one job log
+    # The training process, as the tracker would have recorded it had the run been opened there
+    # (see tracelet_otel.provenance): program, args, user, host, pid, cwd, git_commit, git_branch, git_remote.
+    source: Mapping[str, Any] | None = None
 
 
 class BackendRun(abc.ABC):
     backend: ClassVar[str]
     max_batch: ClassVar[int] = 1000
+    resend_duplicates: ClassVar[bool] = False
+    """Whether the backend would store a batch sent twice twice (see the module docstring)."""
 
     @property
     @abc.abstractmethod
@@ -49,8 +62,20 @@ class BackendRun(abc.ABC):
         """Where a person looks at the run, if the backend has such a place."""
 
     @abc.abstractmethod
-    def deliver(self, records: Sequence[Record]) -> None:
-        """Send the records; raise on failure. Must be idempotent: a batch can be sent again after a crash."""
+    def deliver(self, records: Sequence[Record], through_seq: int) -> None:
+        """Send the records; raise on failure.
+
+        ``through_seq`` is the spool's sequence number of the last record: a backend with ``resend_duplicates``
+        stores it with the data and reports it from ``stored_through`` after a crash.
+        """
+
+    def flush(self) -> None:  # noqa: B027 - optional: a backend whose deliver is synchronous has nothing to do
+        """Return once everything ``deliver`` handed over is durable in the backend; raise if it cannot be."""
+
+    def stored_through(self) -> int:
+        """The highest ``through_seq`` the backend has stored, read back from the backend when the run was
+        reopened (backends with ``resend_duplicates``; 0 for the others)."""
+        return 0
 
     def is_permanent(self, error: BaseException) -> bool:
         """Whether retrying cannot help (the backend rejects the data itself)."""
@@ -60,10 +85,17 @@ class BackendRun(abc.ABC):
     def finish(self, status: str) -> None:
         """End the run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
 
+    def discard(self) -> None:
+        """Undo an empty run that ``start_logging`` opened and then gave up on (another backend could not open
+        its run); by default it is ended ``FAILED``."""
+        self.finish("FAILED")
+
 
 class Backend(abc.ABC):
     name: ClassVar[str]
-    options: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[Mapping[str, type]] = {}
+    """Option names and their types (``str``, ``bool``, ``int``, ``float``); ``TRACELET_<NAME>`` variables are
+    parsed by type, so ``open_run`` gets typed values."""
 
     @abc.abstractmethod
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> BackendRun:

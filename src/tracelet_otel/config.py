@@ -13,8 +13,9 @@
 | ``max_spool_size`` | ``"10GB"`` | per journal and per backend spool; past it, values are dropped and counted |
 | ``artifact_store`` | ``<spool_dir>/artifacts`` | a directory or fsspec URL for payloads |
 
-Backends add their own options (``mlflow_tracking_uri`` for MLflow). An unknown option raises ``ValueError``
-naming the nearest valid one.
+Backends add their own options (``mlflow_tracking_uri`` for MLflow), each with a declared type, and their
+``TRACELET_*`` variables are parsed by that type like the options above (``false`` is never true). An unknown
+option raises ``ValueError`` naming the nearest valid one.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+# How a backend's declared option type reads a value given as text or as a Python value.
+_TYPE_PARSERS = {bool: _bool, int: int, float: float, str: str}
+
+
 # Options given as text (TRACELET_* variables) or as Python values; the rest are taken as given.
 _PARSERS = {
     "track_tensorboard": _bool,
@@ -93,12 +98,12 @@ class Options:
     def resolve(
         cls,
         config: Mapping[str, Any] | None,
-        backend_option_names: set[str],
+        backend_option_types: Mapping[str, type],
         environ: Mapping[str, str] = os.environ,
     ) -> Options:
-        """Merge ``config`` over ``TRACELET_*`` variables over defaults, and check every name."""
+        """Merge ``config`` over ``TRACELET_*`` variables over defaults, check every name and parse every value."""
         own = {f.name: f for f in fields(cls) if f.name != "backend_options"}
-        valid = set(own) | backend_option_names
+        valid = set(own) | set(backend_option_types)
         merged: dict[str, Any] = {}
         for name in valid:
             text = environ.get(OPTION_PREFIX + name.upper())
@@ -111,7 +116,8 @@ class Options:
                 raise ValueError(f"unknown tracelet_otel option {name!r}{hint}")
             merged[name] = value
         values = {name: _PARSERS.get(name, _as_is)(value) for name, value in merged.items() if name in own}
-        backend_options = {k: v for k, v in merged.items() if k in backend_option_names}
+        backend_options = {name: None if value is None else _TYPE_PARSERS[backend_option_types[name]](value)
+                           for name, value in merged.items() if name in backend_option_types}
         return cls(**values, backend_options=backend_options)
 
     @property

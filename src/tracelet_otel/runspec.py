@@ -25,10 +25,11 @@ class RunSpec:
     backends: tuple[str, ...]
     options: Options
     rank: int | None = None
+    source: dict[str, Any] | None = None  # the training process (tracelet_otel.provenance)
 
     @property
     def info(self) -> RunInfo:
-        return RunInfo(self.run_id, self.exp_name, self.project, self.rank)
+        return RunInfo(self.run_id, self.exp_name, self.project, self.rank, self.source)
 
     def save(self, directory: str) -> None:
         body = dataclasses.asdict(self)

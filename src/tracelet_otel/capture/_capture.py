@@ -9,6 +9,7 @@ for the GIL.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import threading
@@ -26,6 +27,7 @@ _logger = logging.getLogger("tracelet_otel.capture")
 DRAIN_INTERVAL_S = 0.05
 # Far above what the drain thread ever lags behind (it writes ~1M small events/s); a bound, not a buffer size.
 MAX_PENDING_EVENTS = 2_000_000
+CLOSE_TIMEOUT_S = 30.0
 
 
 class _CallContext(threading.local):
@@ -109,9 +111,8 @@ class Capture:
                 _logger.error("tracelet-otel: cannot write the capture journal (%s); values are counted as dropped",
                               error)
             self.dropped["journal write failed"] += sum(map(journal.is_event, chunks))
-            # Whatever of it the file object still buffers is discarded, writer frames included: writers
-            # announce themselves again before their next event.
-            self._journal.reopen()
+            # The failed chunk was taken back out of the journal, writer frames included: writers announce
+            # themselves again before their next event.
             self._writer_ids = weakref.WeakKeyDictionary()
             return
         self._journal_bytes += len(data)
@@ -138,19 +139,32 @@ class Capture:
             "id": writer_id, "logdir": logdir, "call": list(call) if call else None}))
         return writer_id
 
-    def close(self) -> None:
-        """Journal everything captured so far, then the end marker."""
+    def close(self, status: str = "FINISHED", timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Journal everything captured so far, then the end marker with the status the runs end with.
+
+        Returns whether the journal is complete; never raises (it runs in ``stop_logging`` and at exit).
+        """
         if self._closed:
-            return
-        if os.getpid() != self._owner_pid:  # a forked child: the journal belongs to the parent
-            self._closed = True
-            return
+            return False
         self._closed = True
+        if os.getpid() != self._owner_pid:  # a forked child: the journal belongs to the parent
+            return False
         self._wake.set()
-        self._thread.join()
-        self._drain()
-        self._journal.append(journal.encode_frame(journal.FrameType.END, b""))
-        self._journal.close()
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck on a hung disk: what it holds is counted, not waited for
+            _logger.error("tracelet-otel: the capture thread did not finish within %.0fs", timeout)
+            self._drop("capture thread stuck at stop", sum(1 for item in self._pending if item[0] is not None))
+            return False
+        try:
+            self._drain()
+            self._journal.append(journal.encode_frame(journal.FrameType.END, status.encode()))
+            return True
+        except Exception as error:
+            _logger.error("tracelet-otel: could not end the capture journal (%s)", error)
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                self._journal.close()
 
     def abandon_in_child(self) -> None:
         """After fork: the child must not write into the parent's journal; its thread did not survive."""

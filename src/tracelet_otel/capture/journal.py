@@ -1,14 +1,16 @@
 """The capture journal: an append-only file that carries captured events out of the training process.
 
 The training process only appends frames; the agent process tails the file and does everything else. A frame
-is ``<length:u32><crc32:u32><type:u8><payload>``; a torn last frame (a crash mid-write) fails its CRC or length
-and is treated as the end of the journal.
+is ``<length:u32><crc32:u32><type:u8><payload>``. A write that fails (a full disk) is taken back out of the file,
+so the journal holds whole frames only; a torn last frame (a crash mid-write) fails its CRC or length and is
+where reading stops; anything damaged with whole frames after it is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -19,13 +21,17 @@ __all__ = ["Frame", "FrameType", "JournalReader", "JournalWriter"]
 _HEADER = struct.Struct("<IIB")
 _WRITER_ID = struct.Struct("<I")
 READ_CHUNK_BYTES = 16 * 2**20  # bounds the agent's memory when a long journal is replayed
+MAX_FRAME_BYTES = 2**30  # far above any TensorBoard event; a longer length is damage
 
 
 class FrameType:
     WRITER = 1  # JSON: a writer's identity, sent once before its first event
     EVENT = 2  # u32 writer id + the serialized tensorboard Event, exactly as the writer emitted it
     EMBEDDING = 3  # JSON: an add_embedding call (it writes files, not events)
-    END = 4  # stop_logging was called: nothing follows
+    END = 4  # stop_logging was called: nothing follows; the payload is the status the runs end with
+
+
+_FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,50 +66,79 @@ def encode_event(writer_id: int, event_bytes: bytes) -> bytes:
 
 
 class JournalWriter:
+    """Appends whole chunks of frames; a chunk that cannot be written whole is taken back out of the file."""
+
     def __init__(self, path: str) -> None:
-        self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size  # the end of the last whole chunk
 
     def append(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._file.flush()
-
-    def reopen(self) -> None:
-        """After a failed write: a fresh file object, so nothing left in the old one's buffer is written."""
-        path = self._file.name
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+        """Write ``chunk`` whole, or raise OSError and leave the file as it was (a full disk: a short write)."""
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):  # readers skip what could not be taken back
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(chunk)
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 class JournalReader:
-    """Reads complete frames from a journal that may still be growing."""
+    """Reads complete frames from a journal that may still be growing.
+
+    A damaged stretch (a torn write that could not be taken back, a corrupted disk block) is skipped: reading
+    resumes at the next whole frame, and ``damaged_stretches`` counts what was skipped.
+    """
 
     def __init__(self, path: str, offset: int = 0) -> None:
         self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
         self.offset = offset
         self._buffer = b""
+        self.damaged_stretches = 0
 
-    def frames(self) -> list[Frame]:
-        """Every complete frame written since the last call; stops at the end of what is on disk."""
+    def frames(self, *, complete: bool = False) -> list[Frame]:
+        """Every whole frame written since the last call, up to the end of what is on disk.
+
+        With ``complete`` the writer is known to be done: a frame that claims more bytes than the journal has
+        is damage, not a write in progress.
+        """
         self._file.seek(self.offset + len(self._buffer))
         data = self._buffer + self._file.read(READ_CHUNK_BYTES)
         frames, position = [], 0
         while len(data) - position >= _HEADER.size:
             length, crc, frame_type = _HEADER.unpack_from(data, position)
             end = position + _HEADER.size + length
-            if end > len(data):
+            whole = frame_type in _FRAME_TYPES and length <= MAX_FRAME_BYTES and end <= len(data)
+            if whole and zlib.crc32(data[position + _HEADER.size : end]) == crc:
+                frames.append(Frame(frame_type, data[position + _HEADER.size : end], self.offset + end))
+                position = end
+                continue
+            in_progress = frame_type in _FRAME_TYPES and length <= MAX_FRAME_BYTES and end > len(data)
+            if in_progress and not complete:
                 break
-            payload = data[position + _HEADER.size : end]
-            if zlib.crc32(payload) != crc:
-                break
-            frames.append(Frame(frame_type, payload, self.offset + end))
-            position = end
+            following = _next_whole_frame(data, position + 1)
+            if following is None and not complete:
+                break  # maybe damage, maybe not: decide once more of the journal is there
+            self.damaged_stretches += 1
+            position = len(data) if following is None else following
         self.offset += position
         self._buffer = data[position:]
         return frames
 
     def close(self) -> None:
         self._file.close()
+
+
+def _next_whole_frame(data: bytes, start: int) -> int | None:
+    """Where the next frame that is whole and passes its CRC starts, at or after ``start``."""
+    for position in range(start, len(data) - _HEADER.size + 1):
+        length, crc, frame_type = _HEADER.unpack_from(data, position)
+        end = position + _HEADER.size + length
+        if frame_type in _FRAME_TYPES and end <= len(data) and zlib.crc32(data[position + _HEADER.size : end]) == crc:
+            return position
+    return None

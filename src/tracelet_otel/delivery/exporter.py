@@ -7,11 +7,10 @@ means "on disk", never "maybe in memory".
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracelet_otel._child import Child
+from tracelet_otel.backends import DISCARD
 from tracelet_otel.delivery.counters import SPOOL_FULL_KEY, spool_counters
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.delivery.worker import FINISHED_KEY, Delivery
@@ -37,7 +37,8 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
     Args:
         spool_path: the sqlite spool; created if missing.
         delivery: the backend run to deliver to; None to continue a spool that already names one.
-        max_spool_bytes: past this size, records are dropped and counted (reason ``spool full``).
+        max_spool_bytes: while the records waiting for delivery take more than this, new ones are dropped and
+            counted (reason ``spool full (max_spool_size)``).
     """
 
     def __init__(self, spool_path: str, delivery: Delivery | None = None, max_spool_bytes: int | None = None) -> None:
@@ -46,9 +47,10 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         if delivery is not None:
             delivery.save(self.spool)
         self.backend = Delivery.load(self.spool).backend
-        self._worker = Child([sys.executable, "-m", "tracelet_otel.delivery", spool_path], stdin=subprocess.PIPE)
+        self._worker = Child([sys.executable, "-m", "tracelet_otel.delivery", spool_path])
         self._ready: dict[str, Any] | None = None
         self._shutdown = False
+        self._unspooled: Counter[str] = Counter()  # reason -> records the spool refused
 
     def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
         """The backend run (``{"run": reference, "url": ...}``) once the worker has opened it.
@@ -67,23 +69,27 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
+        records = list(decode_span_events(spans))
         try:
-            records = list(decode_span_events(spans))
-            if self._max_spool_bytes is not None and self.spool.size() > self._max_spool_bytes:
+            if self._max_spool_bytes is not None and self.spool.waiting_bytes() > self._max_spool_bytes:
                 self._drop_full(len(records))
             else:
                 self.spool.append(records)
-        except Exception:
-            _logger.exception("tracelet-otel: could not spool records for %s", self.backend)
+        except Exception as error:  # a full disk, a broken spool: count what is lost, keep the agent going
+            reason = f"could not be spooled: {type(error).__name__}"
+            if reason not in self._unspooled:
+                _logger.error("tracelet-otel: could not spool records for %s (%s); they are counted as dropped",
+                              self.backend, error)
+            self._unspooled[reason] += len(records)
             return SpanExportResult.FAILURE
-        self._tell("wake")
+        self._worker.tell("wake")
         return SpanExportResult.SUCCESS
 
     def _drop_full(self, count: int) -> None:
         dropped = self.spool.get_meta(SPOOL_FULL_KEY) or 0
         if not dropped:
             _logger.warning("tracelet-otel: the %s spool reached max_spool_size; further records are counted as "
-                            "dropped", self.backend)
+                            "dropped until delivery catches up", self.backend)
         self.spool.set_meta(SPOOL_FULL_KEY, dropped + count)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -101,28 +107,23 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
         if not self._shutdown:
             self._shutdown = True
-            self._tell(f"finish {status} {timeout}")
-            process = self._worker.process
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()  # type: ignore[union-attr]
-            try:
-                process.wait(timeout + 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        report = {**spool_counters(self.spool).as_dict(),
+            self._worker.tell(f"finish {status} {timeout}")
+            self._worker.end_input()
+            self._worker.wait(timeout + 30)
+        counters = spool_counters(self.spool)
+        for reason, count in self._unspooled.items():
+            counters.drop(reason, count)
+        report = {**counters.as_dict(),
                   "spooled": self.spool.total(), "undelivered": self.spool.count(),
                   "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path,
                   "run": Delivery.load(self.spool).run}
         return report
 
+    def discard(self) -> None:
+        """Undo the backend run: ``start_logging`` failed before anything was captured."""
+        self.close(DISCARD, 0.0)
+        self.spool.close()
+
     def shutdown(self) -> None:
         self.close()
         self.spool.close()
-
-    def _tell(self, line: str) -> None:
-        try:
-            self._worker.process.stdin.write(line + "\n")  # type: ignore[union-attr]
-            self._worker.process.stdin.flush()  # type: ignore[union-attr]
-        except (BrokenPipeError, ValueError):  # the worker is gone; the spool keeps everything for replay
-            pass

@@ -1,6 +1,8 @@
 """Delivers spooled records to one backend run: batching, retry with backoff, isolation of rejected records.
 
-Written once for every backend; a backend only says how to deliver a batch and which errors are permanent.
+Written once for every backend; a backend only says how to deliver a batch, how to make it durable, and which
+errors are permanent. A batch is marked delivered only after ``deliver`` and ``flush`` both returned (the
+contract in :mod:`tracelet_otel.backends`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Sender:
         self._stopping = threading.Event()
         self._idle = threading.Event()
         self._backoff = 0.0
+        self._skip_stored()
         self._thread = threading.Thread(target=self._loop, name=f"tracelet-otel-{backend_run.backend}", daemon=True)
         self._thread.start()
 
@@ -51,19 +54,39 @@ class Sender:
         self._wake.set()
         self._thread.join()
 
+    def _skip_stored(self) -> None:
+        """Records a backend already stored before a crash, when sending them again would duplicate them."""
+        if not self._run.resend_duplicates:
+            return
+        stored = self._run.stored_through()
+        if stored > self._spool.delivered_seq():
+            self._counters.add(delivered=self._spool.count(through_seq=stored))
+            self._spool.mark_delivered(stored)
+            self._spool.set_meta(COUNTERS_KEY, self._counters.as_dict())
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            batch = self._spool.pending(self._run.max_batch)
-            if not batch:
-                self._idle.set()
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            if self._deliver(batch):
+            try:
+                delivered = self._step()
+            except Exception as error:  # reading the spool, a bug: the worker must go on delivering
+                _logger.warning("tracelet-otel: delivery to %s failed unexpectedly (%s); retrying",
+                                self._run.backend, _short(error), exc_info=True)
+                delivered = False
+            if delivered:
                 self._backoff = 0.0
             else:
                 self._backoff = min(MAX_BACKOFF_S, self._backoff * 2 or FIRST_BACKOFF_S)
                 self._stopping.wait(self._backoff)
+
+    def _step(self) -> bool:
+        """Deliver one batch, or wait for records; False when delivery failed and should back off."""
+        batch = self._spool.pending(self._run.max_batch)
+        if not batch:
+            self._idle.set()
+            self._wake.wait(0.5)
+            self._wake.clear()
+            return True
+        return self._deliver(batch)
 
     def _deliver(self, batch: list[tuple[int, object]]) -> bool:
         try:
@@ -74,7 +97,8 @@ class Sender:
     def _attempt(self, batch: list[tuple[int, object]]) -> bool:
         records = [record for _, record in batch]
         try:
-            self._run.deliver(records)  # type: ignore[arg-type]
+            self._run.deliver(records, batch[-1][0])  # type: ignore[arg-type]
+            self._run.flush()
         except Exception as error:
             if not self._run.is_permanent(error):
                 self._counters.add(retried=len(batch))
@@ -97,7 +121,8 @@ class Sender:
         """
         for seq, record in batch:
             try:
-                self._run.deliver([record])  # type: ignore[list-item]
+                self._run.deliver([record], seq)  # type: ignore[list-item]
+                self._run.flush()
                 self._counters.add(delivered=1)
             except Exception as error:
                 if not self._run.is_permanent(error):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -27,7 +26,6 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _DELIVERED = "delivered_seq"
-PRUNE_EVERY = 20  # deliveries between deletions of delivered rows
 
 
 def _row(record: Record) -> tuple[Any, ...]:
@@ -61,7 +59,6 @@ class Spool:
         self.path = path
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._deliveries = 0
         connection = self._db()
         connection.execute("PRAGMA journal_mode=WAL")
         connection.executescript(_SCHEMA)
@@ -93,24 +90,29 @@ class Spool:
         return int(self.get_meta(_DELIVERED) or 0)
 
     def mark_delivered(self, seq: int) -> None:
-        """Everything up to ``seq`` is delivered."""
-        self.set_meta(_DELIVERED, seq)
-        self._deliveries += 1
-        if self._deliveries % PRUNE_EVERY == 0:
-            self._db().execute("DELETE FROM records WHERE seq <= ?", (seq,))
+        """Everything up to ``seq`` is delivered: its rows go, so the spool holds only what waits."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_DELIVERED, json.dumps(seq)))
+        db.execute("DELETE FROM records WHERE seq <= ?", (seq,))
+        db.execute("COMMIT")
 
-    def size(self) -> int:
-        """Bytes on disk, the write-ahead log included."""
-        return sum(os.path.getsize(path) for path in (self.path, self.path + "-wal") if os.path.exists(path))
+    def waiting_bytes(self) -> int:
+        """Bytes of the pages that hold data. sqlite keeps a file's freed pages for reuse, so the file size is
+        a high-water mark; what ``max_spool_size`` bounds is what waits."""
+        db = self._db()
+        pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
 
     def total(self) -> int:
         """Records ever spooled (delivered ones included)."""
         row = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
         return int(row[0]) if row else 0
 
-    def count(self) -> int:
-        """Records not delivered yet."""
-        row = self._db().execute("SELECT COUNT(*) FROM records WHERE seq > ?", (self.delivered_seq(),)).fetchone()
+    def count(self, through_seq: int | None = None) -> int:
+        """Records not delivered yet (up to ``through_seq`` when given)."""
+        row = self._db().execute("SELECT COUNT(*) FROM records WHERE seq > ? AND seq <= ?",
+                                 (self.delivered_seq(), through_seq or 2**63 - 1)).fetchone()
         return int(row[0])
 
     def get_meta(self, key: str) -> Any:

@@ -10,7 +10,8 @@ takes control lines on stdin:
 
 * ``wake``: records were appended;
 * ``finish STATUS TIMEOUT``: nothing more will come; deliver for up to TIMEOUT seconds, end the backend run
-  with STATUS if everything was delivered, and exit. What is left stays in the spool for replay.
+  with STATUS if everything was delivered, and exit. What is left stays in the spool for replay. The status
+  ``DISCARD`` undoes the run instead (``BackendRun.discard``): ``start_logging`` failed before training began.
 
 End of input without ``finish`` means the spooling process died: the worker still delivers what was spooled
 (up to ``ORPHAN_TIMEOUT_S``) and ends the run as ``KILLED``. ``tracelet-otel replay`` runs the same
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tracelet_otel._child import become_helper, try_lock
-from tracelet_otel.backends import BackendRun, RunInfo, load_backend
+from tracelet_otel.backends import DISCARD, BackendRun, RunInfo, load_backend
 from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.delivery.spool import Spool
@@ -77,6 +78,11 @@ def deliver(spool: Spool, backend_run: BackendRun, wait_for_finish: Callable[[Se
     counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
     sender = Sender(spool, backend_run, counters)
     status, timeout = wait_for_finish(sender)
+    if status == DISCARD:
+        sender.stop()
+        backend_run.discard()
+        spool.set_meta(FINISHED_KEY, DISCARD)
+        return True
     delivered = sender.drain(timeout)
     sender.stop()
     spool.set_meta(COUNTERS_KEY, counters.as_dict())

@@ -50,7 +50,7 @@ class MlflowRun(BackendRun):
             return f"{uri.rstrip('/')}/#/experiments/{self._experiment_id}/runs/{self.run_id}"
         return None
 
-    def deliver(self, records: Sequence[Record]) -> None:
+    def deliver(self, records: Sequence[Record], through_seq: int) -> None:
         from mlflow.entities import Metric, Param
 
         translation = translate(records)
@@ -98,6 +98,11 @@ class MlflowRun(BackendRun):
     def finish(self, status: str) -> None:
         self._client.set_terminated(self.run_id, status)
 
+    def discard(self) -> None:
+        """MLflow's delete: the empty run leaves the run list (and can be restored from the UI's deleted runs)."""
+        self._client.set_terminated(self.run_id, "FAILED")
+        self._client.delete_run(self.run_id)
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -110,7 +115,7 @@ class MlflowBackend(Backend):
     store) unless the ``mlflow_tracking_uri`` option names one."""
 
     name = "mlflow"
-    options = frozenset({"mlflow_tracking_uri"})
+    options = {"mlflow_tracking_uri": str}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> MlflowRun:
         for variable, value in HTTP_DEFAULTS.items():
@@ -123,11 +128,25 @@ class MlflowBackend(Backend):
             mlflow_run = client.get_run(resume["run_id"])
             return MlflowRun(client, mlflow_run, mlflow_run.info.experiment_id)
         experiment_id = _experiment_id(client, run.project or "Default")
-        tags = {"tracelet.run_id": run.run_id}
+        tags = {"tracelet.run_id": run.run_id, **_source_tags(run.source or {})}
         if run.rank is not None:
             tags["tracelet.rank"] = str(run.rank)
         mlflow_run = client.create_run(experiment_id, run_name=run.exp_name, tags=tags)
         return MlflowRun(client, mlflow_run, experiment_id)
+
+
+def _source_tags(source: Mapping[str, Any]) -> dict[str, str]:
+    """The tags ``mlflow.start_run`` would have set in the training process (``mlflow.utils.mlflow_tags``)."""
+    from mlflow.entities import SourceType
+    from mlflow.utils import mlflow_tags
+
+    tags = {mlflow_tags.MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL)}
+    for key, tag in (("program", mlflow_tags.MLFLOW_SOURCE_NAME), ("user", mlflow_tags.MLFLOW_USER),
+                     ("git_commit", mlflow_tags.MLFLOW_GIT_COMMIT), ("git_branch", mlflow_tags.MLFLOW_GIT_BRANCH),
+                     ("git_remote", mlflow_tags.MLFLOW_GIT_REPO_URL)):
+        if source.get(key):
+            tags[tag] = str(source[key])
+    return tags
 
 
 def _experiment_id(client: Any, name: str) -> str:
