@@ -92,7 +92,8 @@ class JournalReader:
     """Reads complete frames from a journal that may still be growing.
 
     A damaged stretch (a torn write that could not be taken back, a corrupted disk block) is skipped: reading
-    resumes at the next whole frame, and ``damaged_stretches`` counts what was skipped.
+    resumes at the next whole frame, and ``damaged_stretches`` counts what was skipped. A frame that looks
+    like a write still in progress is waited for until the journal is known complete.
     """
 
     def __init__(self, path: str, offset: int = 0) -> None:
