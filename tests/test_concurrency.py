@@ -1,9 +1,12 @@
-"""Threads, forked DataLoader workers and distributed ranks while capture is on."""
+"""Threads, forked DataLoader workers, forked multiprocessing workers and distributed ranks while capture is on."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
+from collections import Counter
+from typing import Any
 
 import tensorboardX
 import torch
@@ -11,6 +14,12 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
+from tracelet_otel.capture._capture import LOST_IN_FORKED_CHILD
+from tests.support import event_files, scalars_in
+
+# Writers forked workers reach through the module, as GlobalSummaryWriter's own documentation shows.
+_global_writer: Any = None
+_torch_writer: Any = None
 
 
 def test_eight_threads_through_shared_and_separate_writers_deliver_everything_in_its_own_series(
@@ -92,3 +101,53 @@ def test_every_record_of_a_rank_carries_it(mlflow_store, tmp_path, monkeypatch):
     mlflow_run = mlflow_store.run(run.backends["mlflow"].run_id)
     assert mlflow_run.data.tags["tracelet.rank"] == "3"
     assert mlflow_run.data.metrics == {"loss": 0.5}
+
+
+def log_from_forked_worker(worker: int) -> int:
+    for value in range(50):
+        _global_writer.add_scalar("workers", worker * 1000 + value)
+    return worker
+
+
+def test_values_forked_workers_log_through_a_global_summary_writer_arrive_once(mlflow_store, tmp_path):
+    """tensorboardX's GlobalSummaryWriter: forked workers' events travel to the parent's writer thread, which
+    writes them without passing add_event in the parent. The event file is the truth."""
+    global _global_writer
+    run = tracelet_otel.start_logging("global-writer")
+    _global_writer = tensorboardX.GlobalSummaryWriter(str(tmp_path / "runs"))
+    for value in range(50):
+        _global_writer.add_scalar("parent", value)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        assert sorted(pool.map(log_from_forked_worker, range(4))) == [0, 1, 2, 3]
+    _global_writer.close()
+    stopped = tracelet_otel.stop_logging()
+
+    in_event_files = Counter((tag, step, value) for path in event_files(str(tmp_path / "runs"))
+                             for tag, step, value, _ in scalars_in(path))
+    assert sum(in_event_files.values()) == 250
+    delivered = Counter((key, step, value) for (key, step, value, _), count
+                        in mlflow_store.metric_points(run.backends["mlflow"].run_id).items() for _ in range(count))
+    assert delivered == in_event_files
+    assert stopped.capture["dropped"] == {}
+
+
+def log_through_the_parents_torch_writer(step: int) -> None:
+    _torch_writer.add_scalar("lost", 1.0, step)
+
+
+def test_what_a_forked_child_logs_through_a_torch_writer_of_the_parent_is_counted(mlflow_store, tmp_path):
+    """torch's writer thread stays in the parent: TensorBoard loses these values, and so do we, counting them."""
+    global _torch_writer
+    tracelet_otel.start_logging("torch-in-child")
+    _torch_writer = SummaryWriter(str(tmp_path / "runs"))
+    _torch_writer.add_scalar("kept", 1.0, 0)
+    child = multiprocessing.get_context("fork").Process(target=log_through_the_parents_torch_writer, args=(1,))
+    child.start()
+    child.join(30)
+    _torch_writer.close()
+    run = tracelet_otel.stop_logging()
+
+    (path,) = event_files(str(tmp_path / "runs"))
+    assert [tag for tag, *_ in scalars_in(path)] == ["kept"]
+    assert set(mlflow_store.run(run.backends["mlflow"].run_id).data.metrics) == {"kept"}
+    assert run.capture["dropped"] == {LOST_IN_FORKED_CHILD: 1}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import time
+import warnings
 
 import pytest
 import tensorboardX
@@ -11,6 +15,7 @@ import torch.utils.tensorboard.writer as torch_writer
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
+from tests.support import helper_processes
 
 PATCHED = [(module.FileWriter, "add_event") for module in (torch_writer, tensorboardX.writer)] + [
     (module.SummaryWriter, method) for module in (torch_writer, tensorboardX.writer)
@@ -101,3 +106,27 @@ def test_backend_is_a_name_or_a_list(mlflow_store, backend):
 def test_an_unknown_backend_names_the_nearest_one():
     with pytest.raises(ValueError, match="did you mean 'mlflow'"):
         tracelet_otel.start_logging("typo", backend="mlfow")
+
+
+def open_files() -> set[str]:
+    return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+def test_start_and_stop_leave_no_open_file_no_process_and_no_resource_warning(mlflow_store, tmp_path):
+    tracelet_otel.start_logging("warm-up")  # MLflow opens its store once per process
+    tracelet_otel.stop_logging()
+    gc.collect()
+    before = open_files()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for attempt in range(2):
+            tracelet_otel.start_logging(f"clean-{attempt}")
+            with SummaryWriter(str(tmp_path / "runs")) as writer:
+                writer.add_scalar("loss", 1.0, attempt)
+            tracelet_otel.stop_logging()
+        time.sleep(0.2)  # the reader threads close their pipes at the helpers' end of output
+        gc.collect()
+    assert [str(warning.message) for warning in caught if warning.category is ResourceWarning] == []
+    assert helper_processes(os.getpid()) == []
+    assert open_files() - before == set()

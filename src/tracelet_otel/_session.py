@@ -286,11 +286,12 @@ def active_capture() -> Capture | None:
 
 
 def _forget_in_child() -> None:
-    """A forked child (a DataLoader worker) shares nothing of the run: no threads, no journal, no agent."""
+    """A forked child (a DataLoader worker) owns nothing of the run (no threads, no agent): what it logs is
+    appended to the parent's journal (``Capture.continue_in_child``) and the parent stops the run."""
     global _active, _lock
     _lock = threading.RLock()
     if _active is not None and _active.capture is not None:
-        _active.capture.abandon_in_child()
+        _active.capture.continue_in_child()
     _active = None
 
 

@@ -138,6 +138,9 @@ class Agent:
                 self._converter.register_writer(frame.json())
             elif frame.type == FrameType.END:
                 self.end_status = frame.payload.decode() or "FINISHED"
+            elif frame.type == FrameType.DROPPED:
+                body = frame.json()
+                self._converter.dropped[body["reason"]] += body["count"]
             elif frame.end <= self._resume_offset:
                 continue  # spooled before a crash of the agent
             else:

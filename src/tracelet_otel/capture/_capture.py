@@ -4,6 +4,13 @@ The patched methods call :meth:`Capture.on_event` with the event TensorBoard jus
 that appends to a deque and returns. A background thread serializes the events into the capture journal.
 Conversion, OpenTelemetry and export all happen in the agent process, so they never compete with training
 for the GIL.
+
+In a forked child (a ``multiprocessing`` worker, a DataLoader worker) the capture goes on without a thread:
+each event is appended to the parent's journal at once, because such children often end with ``os._exit``.
+tensorboardX's writers send a child's events to the process that holds the writer thread (its
+``GlobalSummaryWriter`` is built on that), so they are in the event file and are journaled from the child,
+exactly once. torch's writer keeps its thread in the parent and a child's events never reach the file: those
+are counted, not delivered, as TensorBoard itself loses them.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import multiprocessing.queues
 import os
 import threading
 import time
@@ -28,6 +36,9 @@ DRAIN_INTERVAL_S = 0.05
 # Far above what the drain thread ever lags behind (it writes ~1M small events/s); a bound, not a buffer size.
 MAX_PENDING_EVENTS = 2_000_000
 CLOSE_TIMEOUT_S = 30.0
+# Writer ids a forked child gives its writers, apart from the parent's (1, 2, ...) and from other children's.
+_CHILD_WRITER_IDS = 2**31
+LOST_IN_FORKED_CHILD = "logged in a forked child through a torch writer of the parent (TensorBoard loses these too)"
 
 
 class _CallContext(threading.local):
@@ -43,6 +54,7 @@ class Capture:
     """Between the patched methods and the journal. ``max_journal_bytes`` bounds the disk it may use."""
 
     def __init__(self, journal_path: str, max_journal_bytes: int | None = None) -> None:
+        self._journal_path = journal_path
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._writer_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._last_writer_id = 0
@@ -166,10 +178,54 @@ class Capture:
             with contextlib.suppress(OSError):
                 self._journal.close()
 
-    def abandon_in_child(self) -> None:
-        """After fork: the child must not write into the parent's journal; its thread did not survive."""
-        self._closed = True
+    def continue_in_child(self) -> None:
+        """After fork: the parent's thread and queue are not the child's; from now on each event is appended
+        to the journal as it comes (see the module docstring)."""
+        closed_in_parent, self._closed = self._closed, True
         self._pending = collections.deque()
+        if closed_in_parent:
+            return
+        self._journal = None  # type: ignore[assignment] - the parent's descriptor; opened anew on first use
+        self._writer_ids = weakref.WeakKeyDictionary()
+        self._last_writer_id = _CHILD_WRITER_IDS + (os.getpid() % 2**20) * 2**10
+        self.on_event = self._append_from_child  # type: ignore[method-assign]
+        self.on_embedding = self._append_embedding_from_child  # type: ignore[method-assign]
+
+    def _append_from_child(self, file_writer: Any, event: Any) -> None:
+        chunks: list[bytes] = []
+        if not _reaches_event_file(file_writer):
+            chunks.append(journal.encode_json(journal.FrameType.DROPPED, {"reason": LOST_IN_FORKED_CHILD, "count": 1}))
+        else:
+            writer_id = self._writer_ids.get(file_writer)
+            if writer_id is None:
+                writer_id = self._register(file_writer, call_context.current, chunks)
+            chunks.append(journal.encode_event(writer_id, event.SerializeToString()))
+        self._append_in_child(chunks)
+
+    def _append_embedding_from_child(self, logdir: str, tag: str, step: Any, subdir: str) -> None:
+        self._append_in_child([journal.encode_json(journal.FrameType.EMBEDDING, {
+            "logdir": logdir, "tag": tag, "step": step, "subdir": subdir, "wall_time": time.time()})])
+
+    def _append_in_child(self, chunks: list[bytes]) -> None:
+        try:
+            if self._journal is None:
+                self._journal = journal.JournalWriter(self._journal_path)
+            self._journal.append(b"".join(chunks))
+        except OSError as error:  # the child cannot tell the parent; its stderr is the one place left
+            if "journal write failed" not in self.dropped:
+                _logger.error("tracelet-otel: a forked child (pid %d) cannot write the capture journal (%s); its "
+                              "values are not delivered", os.getpid(), error)
+            self.dropped["journal write failed"] += 1
+            self._writer_ids = weakref.WeakKeyDictionary()
+
+
+def _reaches_event_file(file_writer: Any) -> bool:
+    """Whether an event a forked child hands to this writer ends up in its event file."""
+    event_writer = getattr(file_writer, "event_writer", None)
+    if isinstance(getattr(event_writer, "_event_queue", None), multiprocessing.queues.Queue):
+        return True  # tensorboardX: the process that holds the writer thread writes it
+    worker = getattr(getattr(event_writer, "_async_writer", None), "_worker", None)
+    return worker is None or worker.is_alive()  # torch: only a thread of this process writes
 
 
 def _describe(event: Any) -> str:

@@ -29,9 +29,10 @@ class FrameType:
     EVENT = 2  # u32 writer id + the serialized tensorboard Event, exactly as the writer emitted it
     EMBEDDING = 3  # JSON: an add_embedding call (it writes files, not events)
     END = 4  # stop_logging was called: nothing follows; the payload is the status the runs end with
+    DROPPED = 5  # JSON: values a forked child could not capture, {"reason", "count"}
 
 
-_FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END})
+_FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END, FrameType.DROPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +70,20 @@ class JournalWriter:
     """Appends whole chunks of frames; a chunk that cannot be written whole is taken back out of the file."""
 
     def __init__(self, path: str) -> None:
+        # O_APPEND: forked children append to the same journal; each chunk is one write, so frames never mix.
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._size = os.fstat(self._fd).st_size  # the end of the last whole chunk
 
     def append(self, chunk: bytes) -> None:
         """Write ``chunk`` whole, or raise OSError and leave the file as it was (a full disk: a short write)."""
-        view = memoryview(chunk)
+        written = 0
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            while written < len(chunk):
+                written += os.write(self._fd, memoryview(chunk)[written:])
         except OSError:
-            with contextlib.suppress(OSError):  # readers skip what could not be taken back
-                os.ftruncate(self._fd, self._size)
+            if written:  # readers skip what could not be taken back
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR) - written)
             raise
-        self._size += len(chunk)
 
     def close(self) -> None:
         os.close(self._fd)
