@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
-from tracelet_otel.capture._capture import LOST_IN_FORKED_CHILD
 from tests.support import event_files, scalars_in
+from tracelet_otel.capture._capture import LOST_IN_FORKED_CHILD
 
 # Writers forked workers reach through the module, as GlobalSummaryWriter's own documentation shows.
 _global_writer: Any = None

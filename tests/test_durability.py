@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 import tracelet_otel
 from tests.conftest import MlflowServer
 from tests.support import MlflowStore
+from tracelet_otel.agent import Agent
 from tracelet_otel.delivery import Spool
 
 TRAINING = textwrap.dedent("""
@@ -148,7 +149,9 @@ def test_an_mlflow_server_outage_loses_nothing_and_reports_the_longest_add_scala
 
 
 def test_a_batch_sent_again_after_a_crash_is_stored_once(mlflow_store, tmp_path):
-    """A crash between MLflow accepting a batch and the spool recording it: replay sends it again."""
+    """A crash between MLflow accepting records and the spool recording it: replay sends them again. (Delivered
+    rows leave the spool, so the resend is made the way an agent crash makes one: the journal is converted and
+    spooled again from the start.)"""
     process = start_training(tmp_path, mlflow_store.uri, 300, 300)
     time.sleep(3)  # the delivery worker has sent everything by now
     os.killpg(process.pid, signal.SIGKILL)
@@ -157,11 +160,13 @@ def test_a_batch_sent_again_after_a_crash_is_stored_once(mlflow_store, tmp_path)
     (spool_path,) = [os.path.join(directory, name) for directory, _, names in os.walk(tmp_path / ".tracelet")
                      for name in names if name.endswith(".spool.sqlite")]
     spool = Spool(spool_path)
-    spool.set_meta("delivered_seq", 0)  # forget every delivery, as a crash at the worst moment would
+    spool.set_meta("journal_offset", 0)  # forget everything that was spooled, and so delivered
     spool.close()
 
-    result = replay(tmp_path)
-    assert result.returncode == 0, result.stderr
+    agent = Agent(os.path.dirname(spool_path))  # what `tracelet-otel replay` runs
+    agent.follow(until_end=False)
+    report = agent.finish(120)["backends"]["mlflow"]
+    assert (report["spooled"], report["undelivered"]) == (600, 0)  # every record sent a second time
     assert steps(mlflow_store) == list(range(300))
 
 

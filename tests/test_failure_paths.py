@@ -15,13 +15,13 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
+from tests.support import helper_processes
 from tracelet_otel.backends import RunInfo
 from tracelet_otel.capture import journal
 from tracelet_otel.delivery import Delivery, DeliveryCounters, Spool, TrackerSpanExporter
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.records import Record, RecordKind
 from tracelet_otel.telemetry import events
-from tests.support import helper_processes
 
 
 def scalars(count: int, tag: str = "loss") -> list[Record]:

@@ -7,7 +7,6 @@ helper processes below it are counted while it runs: one agent and one delivery 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from tracelet_otel.artifacts import local_path, read_blob
 from tracelet_otel.backends import Backend, BackendRun, RunInfo
@@ -115,7 +115,7 @@ class MlflowBackend(Backend):
     store) unless the ``mlflow_tracking_uri`` option names one."""
 
     name = "mlflow"
-    options = {"mlflow_tracking_uri": str}
+    options: ClassVar[Mapping[str, type]] = {"mlflow_tracking_uri": str}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> MlflowRun:
         for variable, value in HTTP_DEFAULTS.items():

@@ -1,0 +1,232 @@
+"""Records -> ClearML calls: a pure function, no ClearML import, no I/O.
+
+Every tag is split the way ClearML's own TensorBoard binding splits it: at its last ``/``, the part before is
+the title (ClearML's *metric*), the part after the series (its *variant*); a tag without ``/`` is both
+(``loss`` -> ``loss`` / ``loss``). The binding then joins the title's own parts with ``_``; we keep the ``/``
+(``Loss/Train/CrossEntropy`` -> ``Loss/Train`` / ``CrossEntropy``), because ``_`` would merge ``a_b/c`` with
+``a/b/c`` into one series.
+
+Scalars keep their step as ClearML's iteration. ClearML cannot store NaN or +/-inf (its SDK would report them
+as 0.0, silently), so a non-finite scalar is not plotted: it becomes a line in the task's console log that
+names the tag, the value and the step, and the run warns once per tag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracelet_otel.artifacts import EXTENSIONS
+from tracelet_otel.records import Blob, ParamValue, Record, RecordKind
+
+__all__ = [
+    "ConnectHparams",
+    "ReportHistogram",
+    "ReportImage",
+    "ReportMedia",
+    "ReportPrCurve",
+    "ReportScalar",
+    "ReportText",
+    "Translation",
+    "UploadArtifact",
+    "histogram_bars",
+    "hparam_value",
+    "pr_curve_points",
+    "title_series",
+    "translate",
+]
+
+HPARAMS_SECTION = "TB_hparams"  # the hyperparameters section ClearML's own TensorBoard binding fills
+
+# Payloads ClearML has no type for are uploaded as artifacts named <folder>/<tag>/step_<step><ext>.
+_ARTIFACT_FOLDERS = {
+    RecordKind.GRAPH: "graphs",
+    RecordKind.EMBEDDING: "embeddings",
+    RecordKind.MESH: "meshes",
+    RecordKind.CUSTOM_SCALARS: "custom_scalars",
+    RecordKind.TENSOR: "tensors",
+    RecordKind.HPARAMS: "hparams",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportScalar:
+    title: str
+    series: str
+    iteration: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReportText:
+    """A console-log line: ``message``, followed by the blob's UTF-8 text when there is one."""
+
+    message: str
+    blob: Blob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportImage:
+    """A debug sample, from the PNG TensorBoard encoded (never re-encoded)."""
+
+    title: str
+    series: str
+    iteration: int
+    blob: Blob
+
+
+@dataclass(frozen=True, slots=True)
+class ReportMedia:
+    """A debug sample ClearML plays or shows as a file: audio (WAV), video (GIF)."""
+
+    title: str
+    series: str
+    iteration: int
+    blob: Blob
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportHistogram:
+    """A bar plot of one TensorBoard histogram (the blob's JSON; see :func:`histogram_bars`)."""
+
+    title: str
+    series: str
+    iteration: int
+    blob: Blob
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPrCurve:
+    """A precision/recall line (the blob's JSON; see :func:`pr_curve_points`)."""
+
+    title: str
+    series: str
+    iteration: int
+    blob: Blob
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectHparams:
+    params: tuple[tuple[str, ParamValue], ...]
+    section: str = HPARAMS_SECTION
+
+
+@dataclass(frozen=True, slots=True)
+class UploadArtifact:
+    name: str  # unique within the task: uploading the same name again replaces the artifact
+    blob: Blob
+    filename: str
+
+
+Call = (ReportScalar | ReportText | ReportImage | ReportMedia | ReportHistogram | ReportPrCurve | ConnectHparams
+        | UploadArtifact)
+
+
+@dataclass
+class Translation:
+    calls: list[Call] = field(default_factory=list)
+    non_finite: set[str] = field(default_factory=set)  # tags with a NaN or inf value, for one warning each
+
+
+def title_series(tag: str) -> tuple[str, str]:
+    title, slash, series = tag.rpartition("/")
+    if not slash:
+        return tag, tag
+    return title or tag, series
+
+
+def hparam_value(value: ParamValue) -> ParamValue:
+    """TensorBoard stores every number hparam as a double: 64 comes back as 64.0 and is connected as 64."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def translate(records: Iterable[Record]) -> Translation:
+    translation = Translation()
+    for record in records:
+        call = _call(record, translation)
+        if call is not None:
+            translation.calls.append(call)
+    return translation
+
+
+def _call(record: Record, translation: Translation) -> Call | None:
+    kind, step = record.kind, record.step
+    title, series = title_series(record.tag)
+    if kind is RecordKind.SCALAR:
+        if record.value is None:
+            return None
+        if not math.isfinite(record.value):
+            translation.non_finite.add(record.tag)
+            return ReportText(f"tracelet-otel: scalar {record.tag!r} is {record.value} at step {step} "
+                              "(ClearML cannot plot NaN or inf; not plotted)")
+        return ReportScalar(title, series, step, record.value)
+    if kind is RecordKind.HPARAMS and record.params:
+        translation.calls.append(ConnectHparams(tuple((k, hparam_value(v)) for k, v in record.params.items())))
+    blob = record.blob
+    if blob is None:
+        return None
+    if kind is RecordKind.IMAGE:
+        return ReportImage(title, series, step, blob)
+    if kind in (RecordKind.AUDIO, RecordKind.VIDEO):
+        return ReportMedia(title, series, step, blob, EXTENSIONS.get(blob.media_type, ".bin"))
+    if kind is RecordKind.TEXT:
+        return ReportText(f"{record.tag} (step {step}): ", blob)
+    if kind is RecordKind.HISTOGRAM:
+        return ReportHistogram(title, series, step, blob)
+    if kind is RecordKind.PR_CURVE:
+        return ReportPrCurve(title, series, step, blob)
+    return _artifact(record, blob)
+
+
+def _artifact(record: Record, blob: Blob) -> UploadArtifact:
+    folder = _ARTIFACT_FOLDERS[record.kind]
+    if record.kind is RecordKind.HPARAMS:  # one file per add_hparams call, named after its TensorBoard run
+        filename = record.filename or f"step_{record.step}.json"
+        return UploadArtifact(_join(folder, record.writer, filename), blob, filename)
+    if record.filename:  # several files for one call: embeddings, mesh components
+        return UploadArtifact(_join(folder, record.tag, f"step_{record.step}", record.filename), blob,
+                              record.filename)
+    filename = f"step_{record.step}{EXTENSIONS.get(blob.media_type, '.bin')}"
+    return UploadArtifact(_join(folder, record.tag, filename), blob, filename)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)
+
+
+def histogram_bars(histogram: Mapping[str, Any]) -> tuple[list[float], list[float], list[float]]:
+    """TensorBoard histogram JSON -> (bar centres, bar widths, counts) for ClearML's bar plot.
+
+    Bucket ``i`` holds the values in (``bucket_limit[i-1]``, ``bucket_limit[i]``], so the first starts at the
+    data's ``min``. TensorBoard's outermost limits can be +/-DBL_MAX: every edge is clamped to [``min``,
+    ``max``], so each bar is drawn where its values are and an empty outer bucket has no width.
+    """
+    limits, counts = list(histogram["bucket_limit"]), [float(c) for c in histogram["bucket"]]
+    if not limits:
+        return [], [], []
+    low = _finite_or(histogram.get("min"), limits[0])
+    high = _finite_or(histogram.get("max"), limits[-1])
+    centres, widths = [], []
+    left = low
+    for limit in limits:
+        right = high if math.isnan(limit) else min(max(limit, low), high)
+        centres.append((left + right) / 2)
+        widths.append(max(right - left, 0.0))
+        left = right
+    return centres, widths, counts
+
+
+def _finite_or(value: Any, fallback: float) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else fallback
+
+
+def pr_curve_points(curve: Mapping[str, list[float]]) -> list[list[float]]:
+    """PR-curve JSON (one row per threshold) -> ``[recall, precision]`` points, as ClearML's scatter takes them;
+    a threshold without a finite precision or recall has no point (a plot cannot hold NaN)."""
+    return [[recall, precision] for recall, precision in zip(curve["recall"], curve["precision"], strict=True)
+            if math.isfinite(recall) and math.isfinite(precision)]

@@ -1,0 +1,350 @@
+"""The W&B run that records are delivered to: executes the calls ``_translate`` produces.
+
+It runs in the delivery worker process, never in the training process, and makes the run look like the
+training job's rather than the helper's: W&B's program, args, host, user and git settings come from
+``RunInfo.source``, and W&B's system metrics follow the training process (see :class:`WandbBackend`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tracelet_otel.artifacts import EXTENSIONS, local_path, read_blob
+from tracelet_otel.backends import Backend, BackendRun, RunInfo
+from tracelet_otel.records import Blob, Record, RecordKind
+from tracelet_otel_wandb._transaction_log import RunLogWatch, run_directories
+from tracelet_otel_wandb._translate import (
+    STEP_KEY,
+    LogRow,
+    Media,
+    SaveFile,
+    UpdateConfig,
+    histogram_bins,
+    pr_curve_table,
+    text_html,
+    translate,
+)
+
+__all__ = ["DELIVERED_SEQ_KEY", "RejectedRecord", "WandbBackend", "WandbRun"]
+
+_logger = logging.getLogger("tracelet_otel.wandb")
+
+DELIVERED_SEQ_KEY = "_tracelet_delivered_seq"  # a summary key; W&B hides keys that start with "_"
+# W&B 0.31 writes its transaction log every 15 s by default; flush() waits for the log, so it must be written often.
+TRANSACTION_LOG_FLUSH_INTERVAL_S = 0.01
+LOG_TIMEOUT_S = 60.0
+LOG_POLL_S = 0.01
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 2}  # W&B shows exit code 0 as finished, any other as failed
+NO_PROGRAM = "<python with no main file>"  # what W&B records itself for `python -c` and interactive sessions
+
+
+class RejectedRecord(Exception):
+    """A payload W&B cannot take (an unreadable image, a malformed histogram): retrying cannot help."""
+
+
+class WandbRun(BackendRun):
+    """Delivers batches as rows, config and files of one W&B run.
+
+    Duplicates (``resend_duplicates``): W&B appends every row it is given, so a batch sent twice would be
+    stored twice. Each batch therefore ends with the summary value ``_tracelet_delivered_seq`` (the batch's
+    ``through_seq``), written after its rows, and a reopened run reports the highest one W&B stored from
+    :meth:`stored_through`. What that cannot guarantee: a batch whose rows were partly written when the
+    worker or wandb-core died (no marker yet) is sent again whole on replay, and its written part is then in
+    the run twice; W&B has no transaction to make a batch all or nothing.
+    """
+
+    backend = "wandb"
+    max_batch = 1000
+    resend_duplicates = True
+
+    def __init__(self, run: Any, stored_through: int = 0) -> None:
+        self._run = run
+        self._offline = bool(run.offline)
+        self._stored_through = stored_through
+        self._handed_over_through = stored_through
+        self._confirmed_through = stored_through
+        self._unconfirmed = 0  # records at the head of the spool handed to W&B since the last flush
+        without_log = run.disabled or (run.settings.x_skip_transaction_log and not self._offline)
+        self._watch = None if without_log else RunLogWatch(run.settings.sync_file, DELIVERED_SEQ_KEY)
+        self._warned: set[str] = set()
+
+    @property
+    def run_id(self) -> str:
+        return str(self._run.id)
+
+    @property
+    def directory(self) -> str:
+        """This process's directory of the run (``.../wandb/offline-run-<time>-<id>``)."""
+        return str(self._run.settings.sync_dir)
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        return {"run_id": self._run.id, "project": self._run.project, "entity": self._run.entity or None,
+                "dir": self._run.settings.root_dir, "mode": "offline" if self._offline else "online"}
+
+    @property
+    def url(self) -> str | None:
+        return None if self._offline else self._run.url
+
+    def deliver(self, records: Sequence[Record], through_seq: int) -> None:
+        # After a failed flush the sender sends again from the first undelivered record, so what this process
+        # already handed to W&B is the head of the batch (or, record by record, each record up to
+        # _handed_over_through): it is confirmed by the next flush, never logged twice.
+        if through_seq <= self._handed_over_through:
+            return
+        fresh = records[self._unconfirmed :]
+        translation = translate(fresh)
+        for tag, key in translation.renamed.items():
+            self._warn_once(tag, f"tracelet-otel: W&B keeps the key {tag!r} for itself; logged as {key!r}")
+        with tempfile.TemporaryDirectory(prefix="tracelet-wandb-") as scratch:
+            # Every payload is read and checked before anything is logged: a rejected record leaves nothing
+            # half-logged behind for the sender's record-by-record retry.
+            actions = [self._prepare(call, scratch) for call in translation.calls]
+            for action in actions:
+                action()
+        self._run.summary[DELIVERED_SEQ_KEY] = through_seq
+        self._unconfirmed = len(records)
+        self._handed_over_through = through_seq
+
+    def flush(self) -> None:
+        """Return once the run's transaction log on disk holds everything ``deliver`` handed to W&B.
+
+        W&B 0.31 has no call that waits until logged data is written. ``run.log`` hands rows to the wandb-core
+        process, which appends them to the run's transaction log (``run-<id>.wandb``) through a buffer that it
+        writes out every ``x_transaction_log_flush_interval`` (15 s by default; this run sets 0.01 s). Each batch
+        ends with its ``_tracelet_delivered_seq`` summary value, which wandb-core writes after the batch's rows,
+        and this method reads the log until that value is there (usually within 0.1 s).
+
+        Guaranteed on return: the batch is in the file, so it survives a crash of this process and of
+        wandb-core, and an offline run holds it for ``wandb sync``. Not guaranteed: W&B never fsyncs the file,
+        so an OS crash or power loss can lose what the page cache held; and online, the upload to the server
+        is W&B's business, awaited only by ``finish`` (what the server lacks after a crash is sent again, see
+        :meth:`WandbBackend.open_run`). With ``x_skip_transaction_log`` (online only) or a disabled run there is
+        no log, and nothing is guaranteed before ``finish``.
+
+        Raises:
+            TimeoutError: the value did not reach the log within 60 s (wandb-core stuck or gone); the sender
+                retries, and the records already handed over are not logged again.
+        """
+        if self._watch is not None and self._handed_over_through > self._confirmed_through:
+            self._wait_for_log(lambda watch: watch.highest >= self._handed_over_through,
+                               f"the records through {self._handed_over_through}")
+        self._confirmed_through = self._handed_over_through
+        self._unconfirmed = 0
+
+    def stored_through(self) -> int:
+        return self._stored_through
+
+    def is_permanent(self, error: BaseException) -> bool:
+        return isinstance(error, RejectedRecord)
+
+    def finish(self, status: str) -> None:
+        """End the run: exit code 0 for ``FINISHED`` (W&B: finished), 1 for ``FAILED`` and 2 for ``KILLED``
+        (W&B: failed; it has no state a client can set for a killed job).
+
+        W&B's ``finish`` returns before wandb-core has written the end of the transaction log (offline, within
+        milliseconds, often with the last records still in its buffer), so this waits for the exit record in
+        the log: then the run is complete on disk even if this process exits at once. Online, W&B's ``finish``
+        also waits for its upload.
+        """
+        self._run.finish(exit_code=EXIT_CODES.get(status, 1))
+        if self._watch is not None:
+            self._wait_for_log(lambda watch: watch.ended, "the end of the run", every_record=True)
+
+    def discard(self) -> None:
+        """End the empty run failed; offline, also delete its directory, so ``wandb sync`` never uploads it."""
+        self.finish("FAILED")
+        if self._offline:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _wait_for_log(self, reached: Callable[[RunLogWatch], bool], what: str, every_record: bool = False) -> None:
+        assert self._watch is not None
+        deadline = time.monotonic() + LOG_TIMEOUT_S
+        while True:
+            self._watch.poll(every_record)
+            if reached(self._watch):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"W&B did not write {what} to {self._run.settings.sync_file} within "
+                                   f"{LOG_TIMEOUT_S:.0f} s")
+            time.sleep(LOG_POLL_S)
+
+    def _prepare(self, call: LogRow | UpdateConfig | SaveFile, scratch: str) -> Callable[[], None]:
+        """Read and check what ``call`` needs; returns the action that hands it to W&B."""
+        if isinstance(call, LogRow):
+            values = {key: self._media(value, scratch) if isinstance(value, Media) else value
+                      for key, value in call.values.items()}
+            return lambda: self._run.log(values)
+        if isinstance(call, UpdateConfig):
+            # W&B refuses to change a config value unless asked; a later add_hparams call wins (every call's
+            # values are also in its own file under hparams/).
+            return lambda: self._run.config.update(dict(call.values), allow_val_change=True)
+        source = _local_file(call.blob, scratch)
+        return lambda: self._save_file(source, call.path)
+
+    def _media(self, media: Media, scratch: str) -> Any:
+        import wandb
+
+        path = _local_file(media.blob, scratch)  # an unreachable artifact store is retried, not rejected
+        data = b""
+        if media.kind in (RecordKind.HISTOGRAM, RecordKind.TEXT, RecordKind.PR_CURVE):
+            with open(path, "rb") as file:
+                data = file.read()
+        try:
+            if media.kind is RecordKind.IMAGE:
+                return wandb.Image(path)
+            if media.kind is RecordKind.VIDEO:
+                return wandb.Video(path, format="gif")
+            if media.kind is RecordKind.AUDIO:
+                return wandb.Audio(path)  # from the WAV file: no soundfile package needed
+            if media.kind is RecordKind.HISTOGRAM:
+                counts, edges = histogram_bins(json.loads(data))
+                return wandb.Histogram(np_histogram=(np.asarray(counts), np.asarray(edges)))
+            if media.kind is RecordKind.TEXT:
+                return wandb.Html(text_html(data.decode("utf-8", "replace")), inject=False)
+            names, rows = pr_curve_table(json.loads(data))
+            columns: list[str | int] = list(names)
+            return wandb.Table(columns=columns, data=rows)
+        except Exception as error:
+            raise RejectedRecord(f"W&B rejects the {media.kind.value} payload {media.blob.uri}: {error}") from error
+
+    def _save_file(self, source: str, path: str) -> None:
+        target = os.path.join(self._run.dir, path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target)
+        self._run.save(target, base_path=self._run.dir, policy="now")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _logger.warning(message)
+
+
+def _local_file(blob: Blob, scratch: str) -> str:
+    """The blob as a local file with its extension (W&B infers media formats from it)."""
+    path = local_path(blob)
+    if path is not None:
+        return path
+    path = os.path.join(scratch, blob.sha256 + EXTENSIONS.get(blob.media_type, ".bin"))
+    with open(path, "wb") as file:
+        file.write(read_blob(blob))
+    return path
+
+
+class WandbBackend(Backend):
+    """W&B: ``wandb.init(project=project, name=exp_name)``; entity, mode (``offline`` works with no network),
+    directory and the other ``WANDB_*`` variables are W&B's own. W&B's TensorBoard sync and patching stay off.
+
+    The run shows the training job, not the delivery worker: ``program``/``program_abspath``/
+    ``program_relpath``, ``args``, ``host``, ``username``, ``git_commit`` and ``git_remote_url`` come from
+    ``RunInfo.source`` unless a ``WANDB_*`` variable sets them. Console output is not captured (the worker's
+    would be the wrong one). The config holds ``tracelet.run_id`` (and ``tracelet.rank``).
+
+    System metrics (option ``wandb_system_metrics``; unset: W&B's default, on): W&B samples the process whose
+    pid is ``x_stats_pid``, set to the training process. What W&B cannot do: only its ``proc.*`` metrics (memory,
+    CPU, threads, and GPU use per process) are that process's; CPU, memory, disk, network and GPU totals are the
+    machine's, as always with W&B; DataLoader workers are not counted (``x_stats_track_process_tree`` would
+    count this worker and wandb-core too). A reopened run (replay) collects none: the training process is gone.
+
+    Reopening (``resume``): the same run id, directory, project, entity and mode. Online it is
+    ``resume="must"`` and ``stored_through`` is the server's ``_tracelet_delivered_seq``. Offline W&B checks
+    nothing and starts a new directory for the same id (``wandb sync`` uploads a resumed run's directories in
+    order); ``stored_through`` is the highest value in the earlier directories' transaction logs.
+    """
+
+    name = "wandb"
+    options: ClassVar[Mapping[str, type]] = {"wandb_system_metrics": bool}
+
+    def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> WandbRun:
+        import wandb
+
+        source = dict(run.source or {})
+        settings: dict[str, Any] = {"console": "off", "quiet": True,
+                                    "x_transaction_log_flush_interval": TRANSACTION_LOG_FLUSH_INTERVAL_S,
+                                    **_source_settings(source),
+                                    **_system_metrics_settings(options.get("wandb_system_metrics"), source, resume)}
+        arguments: dict[str, Any] = {"name": run.exp_name, "reinit": "create_new", "sync_tensorboard": False,
+                                     "settings": wandb.Settings(**settings)}
+        if resume:
+            arguments.update(id=resume["run_id"], project=resume["project"], entity=resume["entity"], dir=resume["dir"],
+                             mode=resume["mode"], resume="allow" if resume["mode"] == "offline" else "must")
+        else:
+            tracelet = {"run_id": run.run_id, **({"rank": run.rank} if run.rank is not None else {})}
+            arguments.update(project=run.project, config={"tracelet": tracelet})
+        with _training_argv(source):
+            wandb_run = wandb.init(**arguments)
+        wandb_run.define_metric(STEP_KEY)
+        wandb_run.define_metric("*", step_metric=STEP_KEY)
+        return WandbRun(wandb_run, _stored_through(wandb_run) if resume else 0)
+
+
+def _source_settings(source: Mapping[str, Any]) -> dict[str, Any]:
+    if not source:
+        return {}
+    program, cwd = source.get("program"), source.get("cwd")
+    relative = os.path.relpath(program, cwd) if program and cwd and program.startswith(cwd + os.sep) else None
+    wanted = {"program": program or NO_PROGRAM, "program_abspath": program, "program_relpath": relative,
+              "host": source.get("host"), "username": source.get("user"), "git_commit": source.get("git_commit"),
+              "git_remote_url": source.get("git_remote")}
+    # A WANDB_* variable the user set wins, as it would have in the training process.
+    return {name: value for name, value in wanted.items()
+            if value is not None and f"WANDB_{name.upper()}" not in os.environ}
+
+
+def _system_metrics_settings(enabled: bool | None, source: Mapping[str, Any], resume: Any) -> dict[str, Any]:
+    pid = source.get("pid")
+    if enabled is False or resume is not None or not _is_running_here(pid, source.get("host")):
+        return {"x_disable_stats": True}
+    return {"x_stats_pid": pid, **({"x_disable_stats": False} if enabled else {})}
+
+
+def _is_running_here(pid: int | None, host: str | None) -> bool:
+    if pid is None or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _training_argv(source: Mapping[str, Any]) -> Iterator[None]:
+    """W&B reads a run's args from ``sys.argv`` and has no setting for them: show it the training process's."""
+    if "args" not in source:
+        yield
+        return
+    saved = sys.argv
+    sys.argv = [source.get("program") or saved[0], *source["args"]]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _stored_through(wandb_run: Any) -> int:
+    if not wandb_run.offline:
+        return int(wandb_run.summary.get(DELIVERED_SEQ_KEY) or 0)
+    current = wandb_run.settings.sync_dir
+    highest = 0
+    for directory in run_directories(os.path.dirname(current), wandb_run.id):
+        if directory != current:
+            log = os.path.join(directory, f"run-{wandb_run.id}.wandb")
+            watch = RunLogWatch(log, DELIVERED_SEQ_KEY)
+            watch.poll()
+            highest = max(highest, watch.highest)
+    return highest
