@@ -1,4 +1,4 @@
-"""tracelet-otel: every TensorBoard ``SummaryWriter`` call, delivered to experiment trackers (MLflow today)
+"""tracelet-otel: every TensorBoard ``SummaryWriter`` call, delivered to experiment trackers (MLflow, W&B, ClearML)
 through OpenTelemetry.
 
     import tracelet_otel
