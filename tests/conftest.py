@@ -19,7 +19,7 @@ from tests.support import MlflowStore
 def isolated(tmp_path, monkeypatch) -> Iterator[str]:
     """A fresh working directory; no TRACELET_* or MLflow settings leak in from the machine."""
     for name in list(os.environ):
-        if name.startswith(("TRACELET_", "MLFLOW_", "OTEL_")):
+        if name.startswith(("TRACELET_", "MLFLOW_", "OTEL_", "WANDB_", "CLEARML_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     yield str(tmp_path)

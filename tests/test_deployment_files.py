@@ -1,14 +1,21 @@
 """docker-compose.yml and the collector config agree with each other and with what the package reads.
 
-No Docker engine runs on our machines, so this checks the files' wiring, not the containers.
+No Docker engine runs on our machines: ``docker-compose config`` validates the compose file, and the rest checks
+the wiring (ports, endpoints, service names) between the job, the collector, the bridge and the trackers.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
+from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
+from tracelet_otel.cli import parser
 from tracelet_otel.config import Options
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,21 +26,103 @@ def load(path: str):
         return yaml.safe_load(file)
 
 
-def test_every_collector_pipeline_uses_declared_components():
-    config = load("collector-config/otel-collector.yaml")
-    for pipeline in config["service"]["pipelines"].values():
-        assert set(pipeline["receivers"]) <= set(config["receivers"])
-        assert set(pipeline.get("processors", [])) <= set(config["processors"])
-        assert set(pipeline["exporters"]) <= set(config["exporters"])
+@pytest.fixture(scope="module")
+def collector():
+    return load("collector-config/otel-collector.yaml")
 
 
-def test_the_training_job_sends_otlp_to_the_collector_and_tracks_in_the_mlflow_service():
-    compose = load("docker-compose.yml")
-    services = compose["services"]
+@pytest.fixture(scope="module")
+def services():
+    return load("docker-compose.yml")["services"]
+
+
+def serve_arguments(services):
+    """The bridge's command line, parsed by the real ``tracelet-otel`` parser."""
+    command = shlex.split(services["tracelet-bridge"]["command"])[-1]
+    arguments = shlex.split(command[command.index("tracelet-otel serve"):])
+    return parser().parse_args(arguments[1:])
+
+
+def published_port(service, port: int) -> bool:
+    return any(str(mapping).endswith(f":{port}") for mapping in service.get("ports", []))
+
+
+def test_docker_compose_accepts_the_file():
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose); it validates the "
+                    "file without a Docker engine")
+    result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config", "--quiet"], cwd=REPOSITORY,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_collector_pipeline_uses_declared_components(collector):
+    connectors = set(collector["connectors"])
+    assert set(collector["service"]["extensions"]) <= set(collector["extensions"])
+    for pipeline in collector["service"]["pipelines"].values():
+        assert set(pipeline["receivers"]) <= set(collector["receivers"]) | connectors
+        assert set(pipeline.get("processors", [])) <= set(collector["processors"])
+        assert set(pipeline["exporters"]) <= set(collector["exporters"]) | connectors
+
+
+def test_the_collector_routes_only_tracelet_spans_to_the_bridge_through_a_queue_on_disk(collector):
+    pipelines = collector["service"]["pipelines"]
+    (router,) = pipelines["traces"]["exporters"]
+    routing = collector["connectors"][router]
+    (route,) = routing["table"]
+    assert 'attributes["tracelet.run_id"] != nil' in route["statement"]
+    (tracelet_pipeline,) = route["pipelines"]
+    assert pipelines[tracelet_pipeline]["exporters"] == ["otlp/bridge"]
+    assert "otlp/bridge" not in {exporter for name, pipeline in pipelines.items() if name != tracelet_pipeline
+                                 for exporter in pipeline["exporters"]}
+    assert routing["default_pipelines"] and tracelet_pipeline not in routing["default_pipelines"]
+    assert "memory_limiter" in pipelines["traces"]["processors"]
+    queue = collector["exporters"]["otlp/bridge"]["sending_queue"]
+    assert queue["enabled"] and queue["storage"] in collector["service"]["extensions"]
+    assert queue["storage"].startswith("file_storage")
+    assert pipelines["metrics"]["exporters"] == ["prometheus"]
+
+
+def test_the_training_job_sends_only_otlp_to_the_collector(services, collector):
     environment = services["training"]["environment"]
-    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
-    assert "4317:4317" in services["otel-collector"]["ports"]
-    assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert "./collector-config/otel-collector.yaml" in services["otel-collector"]["volumes"][0]
-    options = Options.resolve(None, {}, environment)  # TRACELET_* variables the job sets are valid
-    assert options.spool_dir == "/tmp/tracelet"
+    assert environment["TRACELET_BACKEND"] == "otlp"
+    endpoint = urlsplit(environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    grpc_port = int(collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rsplit(":", 1)[1])
+    assert (endpoint.hostname, endpoint.port) == ("otel-collector", grpc_port)
+    assert not [name for name in environment if name.startswith(("MLFLOW_", "WANDB_", "CLEARML_"))]
+    options = Options.resolve(None, {}, environment)  # the TRACELET_* variables the job sets are valid
+    assert options.artifact_store.startswith("s3://")
+
+
+def test_the_collector_reaches_the_bridge_with_its_token(services, collector):
+    exporter = collector["exporters"]["otlp/bridge"]
+    host, port = exporter["endpoint"].rsplit(":", 1)
+    assert host in services
+    arguments = serve_arguments(services)
+    assert arguments.grpc_endpoint == f"0.0.0.0:{port}"
+    assert exporter["headers"]["authorization"] == "Bearer ${env:TRACELET_OTEL_BRIDGE_TOKEN}"
+    token = services["tracelet-bridge"]["environment"]["TRACELET_OTEL_BRIDGE_TOKEN"]
+    assert services["otel-collector"]["environment"]["TRACELET_OTEL_BRIDGE_TOKEN"] == token
+
+
+def test_the_collector_publishes_its_otlp_receiver_and_the_prometheus_endpoint(services, collector):
+    for endpoint in (collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+                     collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+                     collector["exporters"]["prometheus"]["endpoint"]):
+        assert published_port(services["otel-collector"], int(endpoint.rsplit(":", 1)[1]))
+
+
+def test_the_bridge_reads_the_jobs_bucket_and_delivers_to_mlflow_on_postgres(services):
+    bridge = services["tracelet-bridge"]["environment"]
+    job = services["training"]["environment"]
+    arguments = serve_arguments(services)
+    assert arguments.backend == ["mlflow"]
+    assert arguments.artifact_store == [job["TRACELET_ARTIFACT_STORE"]]
+    assert bridge["AWS_ENDPOINT_URL"] == job["AWS_ENDPOINT_URL"]
+    assert urlsplit(bridge["AWS_ENDPOINT_URL"]).hostname in services
+    tracking = urlsplit(bridge["MLFLOW_TRACKING_URI"])
+    mlflow_command = services["mlflow"]["command"]
+    assert tracking.hostname in services and f"--port {tracking.port}" in mlflow_command
+    backend_store = urlsplit(mlflow_command.split("--backend-store-uri", 1)[1].split()[0])
+    assert backend_store.scheme.startswith("postgresql") and backend_store.hostname in services
+    assert services[backend_store.hostname]["image"].startswith("postgres")

@@ -97,7 +97,20 @@ def _backend_names(backend: str | Sequence[str] | None) -> list[str]:
     if backend is None:
         backend = os.environ.get(env.TRACELET_BACKEND, "mlflow")
     names = backend.split(",") if isinstance(backend, str) else list(backend)
+    # The standard way to ask for spans over OTLP means the otlp backend: one durable route, not a second one.
+    if "otlp" in (name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")):
+        names.append("otlp")
     return list(dict.fromkeys(name.strip() for name in names if name.strip()))
+
+
+def _warn_if_payloads_stay_here(names: Sequence[str], options: Options) -> None:
+    """Over OTLP only references travel: the receiver behind the collector reads payloads from the store."""
+    store = options.artifact_store
+    if "otlp" in names and (store is None or store.startswith("file://") or "://" not in store):
+        _logger.warning("tracelet-otel: backend otlp sends payloads (images, histograms, ...) as references to the "
+                        "artifact store, and %s is a local directory, which a receiver behind the collector on "
+                        "another machine cannot read; set artifact_store to a shared fsspec URL such as "
+                        "s3://bucket/prefix", store or "the default store (in the run's directory)")
 
 
 def _rank() -> int | None:
@@ -138,6 +151,7 @@ def start_logging(
         names = _backend_names(backend)
         backends = {name: load_backend(name) for name in names}
         options = Options.resolve(config, {name: kind for b in backends.values() for name, kind in b.options.items()})
+        _warn_if_payloads_stay_here(names, options)
         run_id = uuid.uuid4().hex
         run_dir = os.path.abspath(os.path.join(options.spool_dir, "runs", run_id))
         os.makedirs(run_dir)

@@ -24,7 +24,7 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._child import become_helper, try_lock
-from tracelet_otel.artifacts import ArtifactStore
+from tracelet_otel.artifacts import ArtifactStore, RunPayloadStore
 from tracelet_otel.backends import DISCARD
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
@@ -43,6 +43,8 @@ _logger = logging.getLogger("tracelet_otel.agent")
 IDLE_POLL_S = 0.02
 FLUSH_POLL_S = 0.2
 LOCK_NAME = "agent.lock"
+PAYLOADS_NAME = "payloads"  # the run's default payload store, in its directory
+PAYLOAD_CLEANUP_EVERY_S = 0.5
 PROGRESS_EVERY_S = 5.0
 
 
@@ -90,8 +92,16 @@ class Agent:
         self._meter_provider.get_meter("tracelet_otel").create_observable_counter(
             semconv.METRIC_DELIVERY, callbacks=[self._observe_delivery], unit="{record}",
             description="Records per backend: spooled, delivered, retried, and dropped by reason")
-        self._converter = EventConverter(self.spec.options, ArtifactStore(self.spec.options.artifact_root),
-                                         self.spec.rank)
+        self._payloads: RunPayloadStore | None = None  # the default store, which this agent cleans up
+        store: ArtifactStore
+        if self.spec.options.artifact_store:  # a store the user named is theirs: nothing in it is removed
+            store = ArtifactStore(self.spec.options.artifact_store)
+        else:
+            store = self._payloads = RunPayloadStore(os.path.join(run_dir, PAYLOADS_NAME),
+                                                     self.spec.options.max_spool_size)
+        self._converter = EventConverter(self.spec.options, store, self.spec.rank)
+        self._delivered_at_cleanup: list[int] | None = None
+        self._next_cleanup = 0.0
         journaled = [exporter.spool.get_meta("journal_offset") or 0 for exporter in self.exporters.values()]
         self._resume_offset = min(journaled, default=0)
         self._parent = os.getppid()
@@ -113,6 +123,7 @@ class Agent:
                 end_requested = self._end_requested.is_set()  # before reading: the journal is complete then
                 frames = reader.frames()
                 self._convert(frames)
+                self._remove_delivered_payloads()
                 if self.end_status is not None:
                     return
                 if frames:
@@ -184,6 +195,7 @@ class Agent:
         progress = on_progress or _ProgressLines()
         while time.monotonic() < deadline and any(exporter.delivering() for exporter in self.exporters.values()):
             progress(self.undelivered())
+            self._remove_delivered_payloads()
             time.sleep(FLUSH_POLL_S)
         progress(self.undelivered())
         dropped = dict(self._converter.dropped)
@@ -197,9 +209,29 @@ class Agent:
         self._meter_provider.shutdown()
         if self.status == DISCARD or all(report["undelivered"] == 0 and report["finished"]
                                          for report in summary["backends"].values()):
-            shutil.rmtree(self.run_dir, ignore_errors=True)  # delivered: nothing left to replay
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # delivered: nothing left to replay, payloads included
+        else:
+            self._remove_delivered_payloads(recheck=True)  # replay needs only what still waits
         self._lock.close()
         return summary
+
+    def _remove_delivered_payloads(self, recheck: bool = False) -> None:
+        """Remove from the default store the payloads every backend has; a payload stays while any spool holds
+        a record that references it, so that a replay after a crash finds it.
+
+        Runs on the thread that converts, between conversions: every payload put by then has its records in
+        every spool (or counted as dropped). Looks at most every ``PAYLOAD_CLEANUP_EVERY_S``, and only when some
+        backend delivered something since (``recheck``: now, whatever was delivered).
+        """
+        if self._payloads is None or (not recheck and time.monotonic() < self._next_cleanup):
+            return
+        self._next_cleanup = time.monotonic() + PAYLOAD_CLEANUP_EVERY_S
+        spools = [exporter.spool for exporter in self.exporters.values()]
+        delivered = [spool.delivered_seq() for spool in spools]
+        if delivered == self._delivered_at_cleanup and not recheck:
+            return
+        self._delivered_at_cleanup = delivered
+        self._payloads.remove_unless(lambda sha256: any(spool.holds_blob(sha256) for spool in spools))
 
     def _observe_delivery(self, options: Any) -> Iterator[Observation]:
         for name, exporter in self.exporters.items():

@@ -66,7 +66,8 @@ class BackendRun(abc.ABC):
         """Send the records; raise on failure.
 
         ``through_seq`` is the spool's sequence number of the last record: a backend with ``resend_duplicates``
-        stores it with the data and reports it from ``stored_through`` after a crash.
+        stores it with the data and reports it from ``stored_through`` after a crash. Read the records'
+        payloads here: the default store removes a payload once every backend has delivered its records.
         """
 
     def flush(self) -> None:  # noqa: B027 - optional: a backend whose deliver is synchronous has nothing to do
@@ -100,6 +101,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> BackendRun:
         """Create the tracker run, or reopen the one ``resume`` (a ``BackendRun.reference``) names."""
+
+    def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> BackendRun | None:
+        """The tracker run created for ``run`` (by its ``run_id``), if the tracker can be asked.
+
+        Asked only after a crash that may have come between the tracker creating the run and the spool recording
+        it, so that the run is not created twice. None by default: such a backend may create a second run there.
+        """
+        return None
 
 
 def available_backends() -> dict[str, Any]:

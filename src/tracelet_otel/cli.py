@@ -1,5 +1,8 @@
 """``tracelet-otel``: the command line.
 
+``tracelet-otel serve --backend mlflow [--backend wandb ...]`` receives OTLP from a collector and delivers the
+records of every training job that sends with ``backend="otlp"`` (:mod:`tracelet_otel.bridge`).
+
 ``tracelet-otel replay [SPOOL_DIR]`` delivers what earlier runs left behind (default ``./.tracelet``): records
 journaled but never converted because the agent died, and records spooled but not delivered because the
 backend was down past ``stop_timeout``. Each run is delivered into the very backend run it started, exactly
@@ -14,14 +17,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tracelet_otel._child import try_lock
 from tracelet_otel.agent import LOCK_NAME, Agent, AgentBusy
+from tracelet_otel.config import parse_size
 from tracelet_otel.runspec import SPEC_NAME
 
-__all__ = ["leftover_runs", "main"]
+__all__ = ["leftover_runs", "main", "parser"]
 
 _BAR_WIDTH = 30
+TOKEN_VARIABLE = "TRACELET_OTEL_BRIDGE_TOKEN"  # the bridge's bearer token, when no --token-file names one
 
 
 def leftover_runs(spool_dir: str) -> list[str]:
@@ -89,16 +95,65 @@ def replay(spool_dir: str, timeout: float) -> int:
     return 1 if failures else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracelet-otel", description="tracelet-otel command line")
     commands = parser.add_subparsers(dest="command", required=True)
     replay_parser = commands.add_parser("replay", help="deliver what earlier runs left in a spool directory")
     replay_parser.add_argument("spool_dir", nargs="?", default=".tracelet", help="default: ./.tracelet")
     replay_parser.add_argument("--timeout", type=float, default=3600.0,
                                help="seconds to keep trying per run (default: 3600)")
-    args = parser.parse_args(argv)
+    _add_serve(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     return replay(args.spool_dir, args.timeout)
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="receive OTLP from a collector and deliver to the trackers",
+                                description="Receive tracelet-otel records over OTLP (from a collector) and "
+                                "deliver them to the backends. See docs/collector.md.")
+    serve.add_argument("--backend", action="append", required=True,
+                       help="a backend to deliver to (repeat for several); its options come from TRACELET_<OPTION> "
+                       "or its own variables, such as MLFLOW_TRACKING_URI")
+    serve.add_argument("--grpc-endpoint", default="127.0.0.1:4317", help="HOST:PORT (default 127.0.0.1:4317)")
+    serve.add_argument("--http-endpoint", default="127.0.0.1:4318", help="HOST:PORT (default 127.0.0.1:4318)")
+    serve.add_argument("--spool-dir", default=".tracelet-bridge",
+                       help="spools and the runs' state, kept across restarts (default ./.tracelet-bridge)")
+    serve.add_argument("--artifact-store", action="append", default=[],
+                       help="a store the jobs' payloads may be read from, e.g. s3://bucket/prefix (repeatable); "
+                       "payloads anywhere else are refused")
+    serve.add_argument("--token-file", help=f"require 'authorization: Bearer <token>' with the token in this file "
+                       f"(or in ${TOKEN_VARIABLE})")
+    serve.add_argument("--tls-cert", help="serve both endpoints over TLS with this certificate (PEM)")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument("--max-request-size", default="16MiB", help="larger requests are refused (default 16MiB)")
+    serve.add_argument("--silence-timeout", type=float, default=3600.0,
+                       help="end a run KILLED when its job sent nothing for this many seconds (default 3600)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tracelet_otel.bridge import BridgeConfig, parse_endpoint, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    token = os.environ.get(TOKEN_VARIABLE)
+    if args.token_file:
+        with open(args.token_file) as file:
+            token = file.read().strip()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("tracelet-otel serve: --tls-cert and --tls-key go together")
+    size = parse_size(args.max_request_size)
+    assert size is not None
+    return serve(BridgeConfig(
+        backends=tuple(dict.fromkeys(args.backend)), grpc_endpoint=parse_endpoint(args.grpc_endpoint),
+        http_endpoint=parse_endpoint(args.http_endpoint), spool_dir=args.spool_dir,
+        artifact_stores=tuple(args.artifact_store), token=token or None, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, max_request_bytes=size, silence_s=args.silence_timeout))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@
 | ``capture_audio`` | ``True`` | audio |
 | ``max_image_size`` | ``None`` | e.g. ``"1MB"``: larger images are downscaled to fit, or skipped with a warning |
 | ``stop_timeout`` | ``60`` | seconds ``stop_logging`` waits for delivery |
-| ``spool_dir`` | ``./.tracelet`` | where capture journals, spools and artifacts live |
-| ``max_spool_size`` | ``"10GB"`` | per journal and per backend spool; past it, values are dropped and counted |
-| ``artifact_store`` | ``<spool_dir>/artifacts`` | a directory or fsspec URL for payloads |
+| ``spool_dir`` | ``./.tracelet`` | where capture journals, spools and the default payload stores live |
+| ``max_spool_size`` | ``"10GB"`` | per journal, backend spool and run's payloads; past it values are dropped, counted |
+| ``artifact_store`` | in the run's directory | a directory or fsspec URL for payloads; nothing in it is removed |
 
 Backends add their own options (``mlflow_tracking_uri`` for MLflow), each with a declared type, and their
 ``TRACELET_*`` variables are parsed by that type like the options above (``false`` is never true). An unknown
@@ -119,7 +119,3 @@ class Options:
         backend_options = {name: None if value is None else _TYPE_PARSERS[backend_option_types[name]](value)
                            for name, value in merged.items() if name in backend_option_types}
         return cls(**values, backend_options=backend_options)
-
-    @property
-    def artifact_root(self) -> str:
-        return self.artifact_store or os.path.join(self.spool_dir, "artifacts")

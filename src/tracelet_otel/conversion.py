@@ -1,7 +1,8 @@
 """From captured TensorBoard events to records: the one place that reads TensorBoard's protos.
 
-Runs in the agent process. Payloads go to the artifact store; what ``capture_*`` excludes, or what cannot fit
-``max_image_size``, is counted as dropped with its reason and warned about once per tag.
+Runs in the agent process. Payloads go to the artifact store; what ``capture_*`` excludes, what cannot fit
+``max_image_size``, and payloads the run's store has no room for (``max_spool_size``) are counted as dropped
+with their reason and warned about once per tag.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from google.protobuf import json_format, text_format
 from tensorboard.compat.proto import event_pb2, graph_pb2
 from tensorboard.util import tensor_util
 
-from tracelet_otel.artifacts import ArtifactStore
+from tracelet_otel.artifacts import ArtifactStore, PayloadStoreFull
 from tracelet_otel.config import Options
 from tracelet_otel.naming import WriterName, WriterNames
 from tracelet_otel.records import Blob, ParamValue, Record, RecordKind
@@ -29,6 +30,7 @@ __all__ = ["EventConverter"]
 _logger = logging.getLogger("tracelet_otel.conversion")
 
 _MESH_COMPONENTS = {1: "VERTEX", 2: "FACE", 3: "COLOR"}
+STORE_FULL = "spool full (max_spool_size)"  # the reason the journal and the spools count such drops under
 
 
 class EventConverter:
@@ -48,7 +50,11 @@ class EventConverter:
     def convert_event(self, writer_id: int, event_bytes: bytes) -> list[Record]:
         event = event_pb2.Event.FromString(event_bytes)
         name = self._writers[writer_id]
-        return list(self._records(event, name))
+        try:
+            return list(self._records(event, name))
+        except PayloadStoreFull as full:  # a graph or run metadata: one payload, the event's only value
+            self._drop(event.WhichOneof("what"), STORE_FULL, str(full))
+            return []
 
     def convert_embedding(self, body: dict[str, Any]) -> list[Record]:
         name = self._names.resolve(body["logdir"], None)
@@ -59,8 +65,13 @@ class EventConverter:
             with open(os.path.join(directory, filename), "rb") as file:
                 data = file.read()
             media_type = "image/png" if filename.endswith(".png") else "text/tab-separated-values"
+            try:
+                blob = self._store.put(data, media_type)
+            except PayloadStoreFull as full:  # an embedding is delivered whole or not at all
+                self._drop(body["tag"], STORE_FULL, str(full))
+                return []
             records.append(self._record(RecordKind.EMBEDDING, name, body["tag"], step, body["wall_time"],
-                                        blob=self._store.put(data, media_type), filename=filename))
+                                        blob=blob, filename=filename))
         return records
 
     # -- one event -------------------------------------------------------------------------------------------
@@ -70,6 +81,8 @@ class EventConverter:
             for value in event.summary.value:
                 try:
                     yield from self._summary_value(value, event, name)
+                except PayloadStoreFull as full:
+                    self._drop(value.tag, STORE_FULL, str(full))
                 except Exception as error:  # one odd value must not lose the rest of the event
                     self._drop(value.tag, f"unreadable {value.WhichOneof('value')}", str(error))
         elif what in ("graph_def", "meta_graph_def"):

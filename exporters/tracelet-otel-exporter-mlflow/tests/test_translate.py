@@ -8,7 +8,15 @@ import pytest
 from mlflow.utils.validation import _validate_metric_name
 
 from tracelet_otel.records import Blob, Record, RecordKind
-from tracelet_otel_mlflow._translate import LogArtifact, LogBatch, MetricPoint, mlflow_name, translate
+from tracelet_otel_mlflow._translate import (
+    LogArtifact,
+    LogBatch,
+    LogImage,
+    MetricPoint,
+    mlflow_image_key,
+    mlflow_name,
+    translate,
+)
 
 BLOB = Blob("file:///store/ab/abc.png", "abc", "image/png", 10)
 
@@ -82,7 +90,55 @@ def test_each_add_hparams_call_keeps_its_own_artifact():
 ])
 def test_payloads_become_one_artifact_per_tag_and_step(kind, media_type, folder, filename):
     blob = Blob("file:///b", "b", media_type, 1)
-    assert translate([Record(kind, "Samples", 7, 1.0, blob=blob)]).calls == [LogArtifact(blob, folder, filename)]
+    calls = translate([Record(kind, "Samples", 7, 1.0, blob=blob)]).calls
+    assert [call for call in calls if isinstance(call, LogArtifact)] == [LogArtifact(blob, folder, filename)]
+
+
+def test_images_also_go_to_the_image_view_keyed_by_tag_with_step_and_wall_time_in_ms():
+    record = Record(RecordKind.IMAGE, "Weights/Layer1/Image", 20, 1700000000.1234, blob=BLOB)
+    assert translate([record]).calls == [LogArtifact(BLOB, "images/Weights/Layer1/Image", "step_20.png"),
+                                         LogImage(BLOB, "Weights/Layer1/Image", 20, 1700000000123)]
+
+
+def test_histograms_keep_their_json_and_get_a_picture_keyed_under_histograms():
+    json_blob = Blob("file:///h.json", "f00d", "application/json", 100)
+    record = Record(RecordKind.HISTOGRAM, "Weights/Layer1", 3, 1700000000.5, blob=json_blob)
+    assert translate([record]).calls == [
+        LogArtifact(json_blob, "histograms/Weights/Layer1", "step_3.json"),
+        LogImage(json_blob, "histograms/Weights/Layer1", 3, 1700000000500, histogram=True)]
+    assert translate([record], histogram_images=False).calls == [
+        LogArtifact(json_blob, "histograms/Weights/Layer1", "step_3.json")]
+
+
+def test_an_images_file_name_is_log_images_own_with_the_payloads_hash_for_the_uuid():
+    image = LogImage(Blob("file:///x.png", "0123456789abcdef" + "0" * 48, "image/png", 1), "a/b c", -2, 1700000000123)
+    assert image.file_stem == "a~b c+step+-2+timestamp+1700000000123+0123456789abcdef"
+
+
+@pytest.mark.parametrize(("tag", "key"), [
+    ("Weights/Layer1/Image", "Weights/Layer1/Image"),
+    ("größe", "gr__e"),
+    ("acc (top-1)", "acc _top-1_"),
+    ("time: 3", "time_ 3"),
+    ("a//b", "a/_/b"),
+    ("", "_"),
+])
+def test_image_keys_are_the_mlflow_name_in_the_ascii_that_image_keys_accept(tag, key):
+    assert mlflow_image_key(tag) == key
+
+
+def test_long_image_keys_keep_a_hash_of_the_original_and_fit_a_file_name():
+    first, second = mlflow_image_key("x" * 200 + "a"), mlflow_image_key("x" * 200 + "b")
+    assert len(first) == len(second) == 160 and first != second
+    stem = LogImage(BLOB, first, -(2**63), 99999999999999).file_stem
+    assert len(stem + "+compressed.webp") <= 255
+
+
+def test_image_keys_that_differ_from_the_tag_are_reported_once_for_a_warning():
+    records = [Record(RecordKind.IMAGE, "größe", step, 1.0, blob=BLOB) for step in range(2)]
+    translation = translate(records)
+    assert translation.renamed_images == {"größe": "gr__e"}
+    assert translation.renamed == {}  # the artifact keeps the tag: MLflow's artifact paths take unicode
 
 
 def test_payloads_of_several_files_keep_their_file_names():

@@ -3,6 +3,10 @@
 Records are on disk before an exporter reports success. Delivery is in order, so "delivered" is one number:
 the highest sequence number the backend has accepted. A crash loses nothing, and replay resumes right after
 that number. Each thread gets its own connection: WAL lets the sender read while the exporter appends.
+
+Records that arrive with a key (the bridge: the sequence number the job's spool gave each record) are stored
+once however often they arrive (``append_new``). Keys are dense, so the spool remembers them as a watermark,
+every key up to it received, plus the keys received above it: a few numbers while records arrive in order.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ CREATE TABLE IF NOT EXISTS records (
     wall_time REAL NOT NULL, value REAL, writer TEXT NOT NULL, extra TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- For holds_blob: which payloads the waiting records reference (scalars have no extra, so no index entry; the
+-- extra of a NaN or infinite scalar is not strict JSON, which json_extract refuses, so it is tested first).
+CREATE INDEX IF NOT EXISTS records_blob ON records (
+    (CASE WHEN json_valid(extra) THEN json_extract(extra, '$.blob[1]') END)) WHERE extra IS NOT NULL;
+CREATE TABLE IF NOT EXISTS received (key INTEGER PRIMARY KEY);
 """
 _DELIVERED = "delivered_seq"
+_RECEIVED_THROUGH = "received_through"
+_INSERT = "INSERT INTO records (kind, tag, step, wall_time, value, writer, extra) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 def _row(record: Record) -> tuple[Any, ...]:
@@ -76,15 +87,69 @@ class Spool:
         rows = [_row(record) for record in records]
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO records (kind, tag, step, wall_time, value, writer, extra) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        db.execute("COMMIT")
+        try:
+            db.executemany(_INSERT, rows)
+            db.execute("COMMIT")
+        except BaseException:  # a full disk: left open, the transaction would lock every other writer out
+            db.execute("ROLLBACK")
+            raise
         return len(rows)
+
+    def append_new(self, keyed: Iterable[tuple[int, Record]], seen: Iterable[int] = ()) -> int:
+        """Append each record whose key (a positive integer) never arrived before; ``seen`` are keys that
+        arrived without a record to keep (refused ones), so that the watermark passes them. Returns how many
+        records were appended."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            through = self._received_through(db)
+            rows = [_row(record) for key, record in keyed if key > through and self._first_arrival(db, key)]
+            for key in seen:
+                if key > through:
+                    self._first_arrival(db, key)
+            db.executemany(_INSERT, rows)
+            self._advance_received(db, through)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def received_through(self) -> int:
+        """Every key up to this one has arrived."""
+        return self._received_through(self._db())
+
+    @staticmethod
+    def _received_through(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (_RECEIVED_THROUGH,)).fetchone()
+        return int(json.loads(row[0])) if row else 0
+
+    @staticmethod
+    def _first_arrival(db: sqlite3.Connection, key: int) -> bool:
+        return db.execute("INSERT OR IGNORE INTO received (key) VALUES (?)", (key,)).rowcount == 1
+
+    @staticmethod
+    def _advance_received(db: sqlite3.Connection, through: int) -> None:
+        """Fold the keys that continue the watermark into it."""
+        (smallest,) = db.execute("SELECT MIN(key) FROM received").fetchone()
+        if smallest != through + 1:
+            return
+        # The end of the run of consecutive keys that starts at the smallest: the first key without a successor.
+        (through,) = db.execute("SELECT MIN(key) FROM received AS r WHERE NOT EXISTS "
+                                "(SELECT 1 FROM received WHERE key = r.key + 1)").fetchone()
+        db.execute("DELETE FROM received WHERE key <= ?", (through,))
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_RECEIVED_THROUGH, json.dumps(through)))
 
     def pending(self, limit: int) -> list[tuple[int, Record]]:
         rows = self._db().execute("SELECT * FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                                   (self.delivered_seq(), limit)).fetchall()
         return [(row[0], _record(row)) for row in rows]
+
+    def holds_blob(self, sha256: str) -> bool:
+        """Whether a record waiting for delivery references the payload with this hash."""
+        row = self._db().execute("SELECT 1 FROM records WHERE extra IS NOT NULL AND (CASE WHEN json_valid(extra) "
+                                 "THEN json_extract(extra, '$.blob[1]') END) = ? LIMIT 1", (sha256,)).fetchone()
+        return row is not None
 
     def delivered_seq(self) -> int:
         return int(self.get_meta(_DELIVERED) or 0)

@@ -33,12 +33,13 @@ from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.delivery.spool import Spool
 
-__all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "deliver", "main", "open_run"]
+__all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "deliver", "end_run", "main", "open_run"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
 
 DELIVERY_KEY = "delivery"  # spool meta: {"backend", "run", "options", "info"}
 FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended with
+CREATING_KEY = "creating"  # spool meta: a backend run is being created and not recorded yet
 ORPHAN_TIMEOUT_S = 600.0
 
 
@@ -63,10 +64,17 @@ class Delivery:
 def open_run(spool: Spool) -> BackendRun:
     """Resume the spool's backend run, or create it and record it in the spool."""
     delivery = Delivery.load(spool)
-    backend_run = load_backend(delivery.backend).open_run(RunInfo(**delivery.info), delivery.options,
-                                                          resume=delivery.run)
-    if delivery.run is None:
-        replace(delivery, run=backend_run.reference).save(spool)
+    backend = load_backend(delivery.backend)
+    info = RunInfo(**delivery.info)
+    if delivery.run is not None:
+        return backend.open_run(info, delivery.options, resume=delivery.run)
+    backend_run = None
+    if spool.get_meta(CREATING_KEY):  # a crash came between creating the run and recording it here, maybe
+        backend_run = backend.find_run(info, delivery.options)
+    if backend_run is None:
+        spool.set_meta(CREATING_KEY, True)
+        backend_run = backend.open_run(info, delivery.options)
+    replace(delivery, run=backend_run.reference).save(spool)
     return backend_run
 
 
@@ -86,8 +94,11 @@ def deliver(spool: Spool, backend_run: BackendRun, wait_for_finish: Callable[[Se
     delivered = sender.drain(timeout)
     sender.stop()
     spool.set_meta(COUNTERS_KEY, counters.as_dict())
-    if not delivered:
-        return False
+    return delivered and end_run(spool, backend_run, status)
+
+
+def end_run(spool: Spool, backend_run: BackendRun, status: str) -> bool:
+    """End the backend run and record it in the spool; False if the backend could not be reached."""
     try:
         backend_run.finish(status)
     except Exception as error:  # the backend went away at the last moment: replay ends the run

@@ -1,20 +1,20 @@
 """The agent's OpenTelemetry providers.
 
-Spans always go to the tracker exporters. They also go over OTLP, and metrics are exported, only when the
-standard variables ask for it explicitly (``OTEL_TRACES_EXPORTER=otlp``, ``OTEL_METRICS_EXPORTER=otlp`` or
-``console``): an OTLP exporter with no collector listening retries for ~13 s per flush.
+Spans go to the backends' exporters only. Records reach a collector through the ``otlp`` backend, which spools
+and retries like every backend; ``OTEL_TRACES_EXPORTER=otlp`` adds that backend to the run (``_session``), so
+that there is one way over OTLP, not a second, lossy one that would send every record twice. Metrics are
+exported only when the standard variables ask for it (``OTEL_METRICS_EXPORTER=otlp`` or ``console``): an OTLP
+exporter with no collector listening retries for ~13 s per flush.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.emitter import SPAN_LIMITS
@@ -41,16 +41,7 @@ def _otlp_protocol() -> str:
 
 
 def make_tracer_provider(resource: Resource) -> TracerProvider:
-    provider = TracerProvider(resource=resource, span_limits=SPAN_LIMITS)
-    if "otlp" in _requested("OTEL_TRACES_EXPORTER"):
-        exporter: Any
-        if _otlp_protocol().startswith("http"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
-        exporter = OTLPSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return TracerProvider(resource=resource, span_limits=SPAN_LIMITS)
 
 
 def make_meter_provider(resource: Resource) -> MeterProvider:

@@ -17,6 +17,14 @@ BLOB_MEDIA_TYPE = "tracelet.blob.media_type"
 BLOB_SIZE = "tracelet.blob.size"
 RANK = "tracelet.rank"
 
+# The otlp backend: each record's place in its run (the receiver stores a record once per run and sequence),
+# and the run's end, an event on a span of its own.
+RECORD_SEQ = "tracelet.record.seq"
+RUN_SPAN_NAME = "tracelet.run"
+RUN_END_EVENT = "tracelet.run.end"
+RUN_STATUS = "tracelet.run.status"
+RUN_RECORDS = "tracelet.run.records"
+
 RESOURCE_PROJECT = "tracelet.project"
 RESOURCE_EXPERIMENT = "tracelet.experiment"
 RESOURCE_RUN_ID = "tracelet.run_id"
@@ -24,3 +32,5 @@ RESOURCE_RUN_ID = "tracelet.run_id"
 METRIC_SCALAR = "tensorboard.scalar"
 METRIC_RECORDS = "tensorboard.records"
 METRIC_DELIVERY = "tracelet.delivery.records"
+METRIC_BRIDGE_RECORDS = "tracelet.bridge.records"
+METRIC_BRIDGE_WAITING = "tracelet.bridge.waiting"

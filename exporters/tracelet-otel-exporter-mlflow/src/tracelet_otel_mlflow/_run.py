@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -12,7 +15,9 @@ from typing import Any, ClassVar
 from tracelet_otel.artifacts import local_path, read_blob
 from tracelet_otel.backends import Backend, BackendRun, RunInfo
 from tracelet_otel.records import Record
-from tracelet_otel_mlflow._translate import LogArtifact, LogBatch, translate
+from tracelet_otel_mlflow._histogram_picture import histogram_pictures
+from tracelet_otel_mlflow._image_view import IMAGES_FOLDER
+from tracelet_otel_mlflow._translate import LogArtifact, LogBatch, LogImage, translate
 
 __all__ = ["MlflowBackend", "MlflowRun"]
 
@@ -32,11 +37,13 @@ class MlflowRun(BackendRun):
     backend = "mlflow"
     max_batch = 1000  # MLflow's limit of metrics per log_batch
 
-    def __init__(self, client: Any, run: Any, experiment_id: str) -> None:
+    def __init__(self, client: Any, run: Any, experiment_id: str, histogram_images: bool = True) -> None:
         self._client = client
         self.run_id: str = run.info.run_id
         self._experiment_id = experiment_id
         self._params: dict[str, str] = dict(run.data.params)
+        self._histogram_images = histogram_images
+        self._images_tagged = False
         self._warned: set[str] = set()
 
     @property
@@ -51,23 +58,41 @@ class MlflowRun(BackendRun):
         return None
 
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
-        from mlflow.entities import Metric, Param
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
 
-        translation = translate(records)
+        translation = translate(records, histogram_images=self._histogram_images)
         for tag, name in translation.renamed.items():
             self._warn_once(tag, f"tracelet-otel: MLflow rejects the name {tag!r}; logged as {name!r}")
-        for call in translation.calls:
-            if isinstance(call, LogBatch):
-                # MLflow takes 1000 entities a call, at most 100 of them params: metrics and params apart.
-                if call.metrics:
-                    self._client.log_batch(self.run_id, metrics=[
-                        Metric(m.key, m.value, m.timestamp_ms, m.step) for m in call.metrics])
-                params = [Param(k, v) for k, v in self._new_params(call.params)]
-                for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
-                    self._client.log_batch(self.run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
-                self._params.update((p.key, p.value) for p in params)
-            elif isinstance(call, LogArtifact):
-                self._log_artifact(call)
+        for tag, key in translation.renamed_images.items():
+            self._warn_once("image key:" + tag, f"tracelet-otel: MLflow image keys take only ASCII letters, digits and "
+                            f"'_-./ '; the images of {tag!r} are shown under the key {key!r}")
+        # The batch's files go up in one log_artifacts call: a call per file costs about a millisecond more each.
+        with tempfile.TemporaryDirectory(prefix="tracelet-mlflow-") as staging:
+            images = False
+            for call in translation.calls:
+                if isinstance(call, LogBatch):
+                    self._log_batch(call)
+                elif isinstance(call, LogArtifact):
+                    _stage_artifact(call, staging)
+                elif isinstance(call, LogImage):
+                    images = self._stage_image(call, staging) or images
+            if images and not self._images_tagged:  # the tag that makes MLflow's UI look for images at all
+                self._client.set_tag(self.run_id, MLFLOW_LOGGED_IMAGES, True)
+                self._images_tagged = True
+            if os.listdir(staging):
+                self._client.log_artifacts(self.run_id, staging)
+
+    def _log_batch(self, call: LogBatch) -> None:
+        from mlflow.entities import Metric, Param
+
+        # MLflow takes 1000 entities a call, at most 100 of them params: metrics and params apart.
+        if call.metrics:
+            self._client.log_batch(self.run_id, metrics=[
+                Metric(m.key, m.value, m.timestamp_ms, m.step) for m in call.metrics])
+        params = [Param(k, v) for k, v in self._new_params(call.params)]
+        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self._client.log_batch(self.run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+        self._params.update((p.key, p.value) for p in params)
 
     def _new_params(self, params: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """MLflow refuses to change a param: a second add_hparams with other values keeps the first ones."""
@@ -81,16 +106,25 @@ class MlflowRun(BackendRun):
                                 f"{value!r} is kept in this add_hparams call's artifact under hparams/")
         return new
 
-    def _log_artifact(self, call: LogArtifact) -> None:
-        with tempfile.TemporaryDirectory(prefix="tracelet-mlflow-") as directory:
-            target = os.path.join(directory, call.filename)
-            source = local_path(call.blob)
-            if source is not None:
-                shutil.copyfile(source, target)
+    def _stage_image(self, call: LogImage, staging: str) -> bool:
+        """The files ``MlflowClient.log_image`` would write, under names that a resent batch writes again;
+        False when the payload cannot be drawn."""
+        payload = read_blob(call.blob)
+        try:
+            if call.histogram:
+                png, thumbnail = histogram_pictures(json.loads(payload))
             else:
-                with open(target, "wb") as file:
-                    file.write(read_blob(call.blob))
-            self._client.log_artifact(self.run_id, target, artifact_path=call.artifact_path)
+                png, thumbnail = payload, _thumbnail(payload)
+        except Exception as error:  # Pillow cannot read it: retrying cannot help, and its artifact is delivered
+            self._warn_once(f"picture:{call.key}", f"tracelet-otel: {call.key!r} step {call.step} is not in "
+                            f"MLflow's image view (the payload could not be drawn: {error})")
+            return False
+        folder = os.path.join(staging, IMAGES_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        for suffix, data in ((".png", png), ("+compressed.webp", thumbnail)):
+            with open(os.path.join(folder, call.file_stem + suffix), "wb") as file:
+                file.write(data)
+        return True
 
     def is_permanent(self, error: BaseException) -> bool:
         return getattr(error, "error_code", None) in _PERMANENT_ERROR_CODES
@@ -112,10 +146,11 @@ class MlflowRun(BackendRun):
 class MlflowBackend(Backend):
     """MLflow: experiment = ``project`` (created if missing; MLflow's ``Default`` without one), run name =
     ``exp_name``. The tracking URI is MLflow's own choice (``MLFLOW_TRACKING_URI``, else its default local
-    store) unless the ``mlflow_tracking_uri`` option names one."""
+    store) unless the ``mlflow_tracking_uri`` option names one. ``mlflow_histogram_images`` (default True) adds
+    a picture of every histogram to MLflow's image view."""
 
     name = "mlflow"
-    options: ClassVar[Mapping[str, type]] = {"mlflow_tracking_uri": str}
+    options: ClassVar[Mapping[str, type]] = {"mlflow_tracking_uri": str, "mlflow_histogram_images": bool}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> MlflowRun:
         for variable, value in HTTP_DEFAULTS.items():
@@ -124,15 +159,52 @@ class MlflowBackend(Backend):
 
         tracking_uri = (resume or {}).get("tracking_uri") or options.get("mlflow_tracking_uri")
         client = MlflowClient(tracking_uri=tracking_uri)
+        histogram_images = options.get("mlflow_histogram_images")
+        histogram_images = True if histogram_images is None else histogram_images
         if resume:
             mlflow_run = client.get_run(resume["run_id"])
-            return MlflowRun(client, mlflow_run, mlflow_run.info.experiment_id)
+            return MlflowRun(client, mlflow_run, mlflow_run.info.experiment_id, histogram_images)
         experiment_id = _experiment_id(client, run.project or "Default")
         tags = {"tracelet.run_id": run.run_id, **_source_tags(run.source or {})}
         if run.rank is not None:
             tags["tracelet.rank"] = str(run.rank)
         mlflow_run = client.create_run(experiment_id, run_name=run.exp_name, tags=tags)
-        return MlflowRun(client, mlflow_run, experiment_id)
+        return MlflowRun(client, mlflow_run, experiment_id, histogram_images)
+
+    def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> MlflowRun | None:
+        """The run tagged with our run id in the run's experiment."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=options.get("mlflow_tracking_uri"))
+        experiment = client.get_experiment_by_name(run.project or "Default")
+        if experiment is None or not re.fullmatch(r"[\w-]+", run.run_id):  # nothing to quote in the filter
+            return None
+        found = client.search_runs([experiment.experiment_id], f"tags.`tracelet.run_id` = '{run.run_id}'",
+                                   max_results=1)
+        if not found:
+            return None
+        return self.open_run(run, options, resume={"run_id": found[0].info.run_id, "tracking_uri": client.tracking_uri})
+
+
+def _stage_artifact(call: LogArtifact, staging: str) -> None:
+    folder = os.path.join(staging, call.artifact_path)
+    os.makedirs(folder, exist_ok=True)
+    source = local_path(call.blob)
+    if source is not None:
+        shutil.copyfile(source, os.path.join(folder, call.filename))
+    else:
+        with open(os.path.join(folder, call.filename), "wb") as file:
+            file.write(read_blob(call.blob))
+
+
+def _thumbnail(png: bytes) -> bytes:
+    """The thumbnail log_image makes (``mlflow.tracking.multimedia``), encoded at WebP's fastest."""
+    from mlflow.tracking.multimedia import compress_image_size
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    compress_image_size(Image.open(io.BytesIO(png))).save(buffer, format="WEBP", method=0)
+    return buffer.getvalue()
 
 
 def _source_tags(source: Mapping[str, Any]) -> dict[str, str]:

@@ -4,6 +4,10 @@ Name rule (MLflow accepts ``^[/\\w.\\- :]*$``, at most 250 characters, as a norm
 character becomes ``_``; an empty path segment becomes ``_`` and a ``.``/``..`` segment ``_``/``__`` (so
 ``a//b`` is ``a/_/b`` and never merges with ``a/b``); an empty name is ``_``; a name still over 250 characters
 keeps its first 241 and ends in ``-`` and 8 hex digits of the original's sha256. Valid tags are kept verbatim.
+
+Image keys (MLflow's image view, ``MlflowClient.log_image(key=...)``) accept less: ASCII letters, digits and
+``_-./ `` only, and the key is part of a file name. So an image key is the name above with every other character
+as ``_``, and one over 160 characters keeps its first 151 and ends in ``-`` and 8 hex digits, as above.
 """
 
 from __future__ import annotations
@@ -16,11 +20,18 @@ from typing import Any
 
 from tracelet_otel.artifacts import EXTENSIONS
 from tracelet_otel.records import Blob, Record, RecordKind
+from tracelet_otel_mlflow._image_view import image_file_stem
 
-__all__ = ["LogArtifact", "LogBatch", "MetricPoint", "Translation", "mlflow_name", "translate", "translate_metrics"]
+__all__ = ["HISTOGRAM_IMAGE_PREFIX", "LogArtifact", "LogBatch", "LogImage", "MetricPoint", "Translation",
+           "mlflow_image_key", "mlflow_name", "translate", "translate_metrics"]
 
 MAX_NAME_LENGTH = 250
+# An image key is part of a file name (at most 255 bytes) that also holds step, timestamp, id and suffix.
+MAX_IMAGE_KEY_LENGTH = 160
 _INVALID_CHARACTER = re.compile(r"[^/\w.\- :]")
+_INVALID_IMAGE_KEY_CHARACTER = re.compile(r"[^a-zA-Z0-9_\-./ ]")
+# Pictures of histograms are keyed like the folder of their JSON artifacts: histograms/<tag>.
+HISTOGRAM_IMAGE_PREFIX = "histograms/"
 
 _ARTIFACT_FOLDERS = {
     RecordKind.IMAGE: "images",
@@ -59,13 +70,34 @@ class LogArtifact:
     filename: str
 
 
-Call = LogBatch | LogArtifact
+@dataclass(frozen=True, slots=True)
+class LogImage:
+    """One image in MLflow's image view (the run's "Model metrics" tab: a chart per key with a step slider).
+
+    Stored as ``MlflowClient.log_image(key=, step=, timestamp=)`` stores it (``_image_view``). Where log_image
+    ends the file name in a random uuid, ours ends in 16 hex digits of the payload's hash, so a batch sent again
+    after a crash writes the same files instead of a second image for the same step.
+    """
+
+    blob: Blob  # the PNG; for a histogram, TensorBoard's buckets (JSON) to draw
+    key: str
+    step: int
+    timestamp_ms: int
+    histogram: bool = False
+
+    @property
+    def file_stem(self) -> str:
+        return image_file_stem(self.key, self.step, self.timestamp_ms, self.blob.sha256[:16])
+
+
+Call = LogBatch | LogArtifact | LogImage
 
 
 @dataclass
 class Translation:
     calls: list[Call] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # original tag -> MLflow name, for one warning each
+    renamed_images: dict[str, str] = field(default_factory=dict)  # original tag -> image key, likewise
 
 
 def mlflow_name(name: str) -> str:
@@ -73,10 +105,21 @@ def mlflow_name(name: str) -> str:
         return name
     segments = [_INVALID_CHARACTER.sub("_", segment) for segment in name.split("/")]
     mapped = "/".join({"": "_", ".": "_", "..": "__"}.get(segment, segment) for segment in segments)
-    if len(mapped) > MAX_NAME_LENGTH:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        mapped = mapped[: MAX_NAME_LENGTH - 9] + "-" + digest
-    return mapped
+    return _shortened(mapped, name, MAX_NAME_LENGTH)
+
+
+def mlflow_image_key(name: str) -> str:
+    """The key of ``name``'s images in MLflow's image view (the module docstring has the rule)."""
+    key = _INVALID_IMAGE_KEY_CHARACTER.sub("_", mlflow_name(name))  # one character for one: still normalised
+    return _shortened(key, name, MAX_IMAGE_KEY_LENGTH)
+
+
+def _shortened(mapped: str, original: str, limit: int) -> str:
+    """Over ``limit``: cut, and end in a hash of the original, so that long names stay apart."""
+    if len(mapped) <= limit:
+        return mapped
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return mapped[: limit - 9] + "-" + digest
 
 
 def param_text(value: object) -> str:
@@ -94,7 +137,9 @@ def timestamp_ms(wall_time: float) -> int:
     return int(wall_time * 1000)
 
 
-def translate(records: Iterable[Record]) -> Translation:
+def translate(records: Iterable[Record], *, histogram_images: bool = True) -> Translation:
+    """The MLflow calls for ``records``: one ``LogBatch`` first (metrics and params), then per payload its
+    artifact and, for images and (with ``histogram_images``) histograms, its image in MLflow's image view."""
     translation = Translation()
     metrics: list[MetricPoint] = []
     params: dict[str, str] = {}
@@ -105,6 +150,12 @@ def translate(records: Iterable[Record]) -> Translation:
             translation.renamed[tag] = mapped
         return mapped
 
+    def image_key(tag: str, prefix: str = "") -> str:
+        key = mlflow_image_key(prefix + tag)
+        if key != prefix + tag:
+            translation.renamed_images[tag] = key
+        return key
+
     for record in records:
         if record.kind is RecordKind.SCALAR and record.value is not None:
             metrics.append(MetricPoint(name(record.tag), record.value, timestamp_ms(record.wall_time), record.step))
@@ -112,8 +163,15 @@ def translate(records: Iterable[Record]) -> Translation:
         if record.kind is RecordKind.HPARAMS:
             for key, value in (record.params or {}).items():
                 params[name(key)] = param_text(value)
-        if record.blob is not None:
-            translation.calls.append(_artifact(record, name))
+        if record.blob is None:
+            continue
+        translation.calls.append(_artifact(record, name))
+        if record.kind is RecordKind.IMAGE:
+            translation.calls.append(LogImage(record.blob, image_key(record.tag), record.step,
+                                              timestamp_ms(record.wall_time)))
+        elif record.kind is RecordKind.HISTOGRAM and histogram_images:
+            translation.calls.append(LogImage(record.blob, image_key(record.tag, HISTOGRAM_IMAGE_PREFIX),
+                                              record.step, timestamp_ms(record.wall_time), histogram=True))
     if metrics or params:
         translation.calls.insert(0, LogBatch(tuple(metrics), tuple(params.items())))
     return translation

@@ -1,0 +1,289 @@
+"""The bridge's runs: a spool per run and backend under ``<spool-dir>/runs/<run id>/``, and when each run ends.
+
+A run's spools are created by the first record that names it, each with the run's ``Delivery`` (backend,
+options, who the run is) and no backend run yet: the delivery process creates that once and records it in the
+spool, so a restarted bridge finds it again. Records are appended once per sequence number
+(``Spool.append_new``), before the request that carried them is acknowledged.
+
+A run ends when the job's end record has come and every record up to the sequence number it names has arrived
+(collectors retry and reorder), or, with ``KILLED``, after a silence: then a later record opens it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracelet_otel._child import Child
+from tracelet_otel.backends import RunInfo
+from tracelet_otel.bridge._decode import RunBatch, RunEnd
+from tracelet_otel.delivery.counters import spool_counters
+from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.delivery.worker import DELIVERY_KEY, FINISHED_KEY, Delivery
+from tracelet_otel.records import Record
+from tracelet_otel.runspec import spool_path
+
+__all__ = ["END_KEY", "Deliverers", "Runs"]
+
+_logger = logging.getLogger("tracelet_otel.bridge")
+
+END_KEY = "end"  # spool meta: the job's end record, {"status", "records"}
+START_TIMEOUT_S = 120.0
+MESSAGE_WAIT_S = 60.0
+
+
+class Deliverers:
+    """The delivery processes (``_deliverer``), one per backend, seen from the bridge; one that dies is started
+    again and ``on_restart`` tells it what it was doing."""
+
+    def __init__(self, backends: Sequence[str], on_message: Callable[[str, dict[str, Any]], None],
+                 on_restart: Callable[[str], None]) -> None:
+        self._on_message = on_message
+        self._on_restart = on_restart
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._children = {name: self._start(name) for name in backends}
+
+    def _start(self, backend: str) -> Child:
+        child = Child([sys.executable, "-m", "tracelet_otel.bridge._deliverer", backend])
+        message = child.message(START_TIMEOUT_S)
+        if "ready" not in message:
+            child.wait(0)
+            raise RuntimeError(f"the {backend} delivery process could not start: {message.get('error')}")
+        threading.Thread(target=self._follow, args=(backend, child), name=f"tracelet-otel-bridge-{backend}",
+                         daemon=True).start()
+        return child
+
+    def _follow(self, backend: str, child: Child) -> None:
+        while True:
+            message = child.message(MESSAGE_WAIT_S)
+            if "error" not in message:
+                self._on_message(backend, message)
+            elif child.process.poll() is not None:
+                break
+        if self._stopping:
+            return
+        _logger.error("tracelet-otel bridge: the %s delivery process exited (%s); starting it again", backend,
+                      message["error"])
+        while not self._stopping:
+            try:
+                replacement = self._start(backend)
+            except RuntimeError as error:
+                _logger.error("tracelet-otel bridge: %s; trying again", error)
+                time.sleep(5)
+                continue
+            with self._lock:
+                self._children[backend] = replacement
+            self._on_restart(backend)
+            return
+
+    def tell(self, backend: str, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._children[backend].tell(json.dumps(message))
+
+    def close(self, timeout: float) -> None:
+        """Let every delivery process finish its batch and exit; runs stay open, spools keep what waits."""
+        self._stopping = True
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            child.end_input()
+        for child in children:
+            child.wait(timeout)
+
+
+@dataclass
+class _Run:
+    run_id: str
+    spools: dict[str, Spool]
+    last_seen: float
+    end: RunEnd | None
+    ending: dict[str, str] = field(default_factory=dict)  # backend -> the status it was told to end the run with
+    ended: set[str] = field(default_factory=set)  # backends whose run is ended and has nothing waiting
+    delivered_before: int = 0  # by earlier bridges, or before the run was last forgotten
+
+    def delivered(self) -> int:
+        """Records of this run delivered since it was loaded."""
+        return sum(spool_counters(spool).delivered for spool in self.spools.values()) - self.delivered_before
+
+
+class Runs:
+    def __init__(self, spool_dir: str, backend_options: Mapping[str, Mapping[str, Any]], silence_s: float) -> None:
+        self._directory = os.path.join(os.path.abspath(spool_dir), "runs")
+        os.makedirs(self._directory, exist_ok=True)
+        self._backend_options = backend_options
+        self._silence_s = silence_s
+        self._lock = threading.RLock()
+        self._runs: dict[str, _Run] = {}
+        self._delivered_by_forgotten_runs = 0
+        self._deliverers = Deliverers(list(backend_options), self._on_message, self._on_restart)
+
+    def resume(self) -> int:
+        """Take up the runs a previous bridge left unended or undelivered; returns how many."""
+        with self._lock:
+            for run_id in sorted(os.listdir(self._directory)):
+                run = self._load(run_id, None)
+                if run is None:
+                    continue
+                if run.ended == set(run.spools):
+                    self._forget(run)
+                    continue
+                for backend in run.spools:
+                    self._deliverers.tell(backend, {"deliver": run.spools[backend].path})
+                self._end_if_complete(run)
+            return len(self._runs)
+
+    def accept(self, batch: RunBatch, admitted: list[tuple[int, Record]], refused: list[int]) -> int:
+        """Spool the records of one run that were not spooled before; returns how many were new."""
+        with self._lock:
+            run = self._runs.get(batch.run_id) or self._load(batch.run_id, None)
+            if run is None:
+                if not admitted and batch.end is None:
+                    return 0  # nothing to deliver and no end: no tracker run for a request that brought nothing
+                run = self._load(batch.run_id, batch)
+                assert run is not None
+            stored = 0
+            for backend, spool in run.spools.items():
+                new = spool.append_new(admitted, refused)
+                if batch.end is not None and spool.get_meta(END_KEY) is None:
+                    spool.set_meta(END_KEY, dataclasses.asdict(batch.end))
+                if new:
+                    run.ended.discard(backend)  # more to deliver: the run is ended (again) afterwards
+                    self._deliverers.tell(backend, {"deliver": spool.path})
+                stored = max(stored, new)
+            run.last_seen = time.monotonic()
+            if batch.end is not None and run.end is None:
+                run.end = batch.end
+                run.ended.clear()  # the job's own end replaces a KILLED after a silence
+            self._end_if_complete(run)
+            if run.ended == set(run.spools):
+                self._forget(run)  # a resend for a run that is over
+            return stored
+
+    def _load(self, run_id: str, batch: RunBatch | None) -> _Run | None:
+        """The run's spools; created from ``batch`` when the run is new. None for a directory that is no run."""
+        directory = os.path.join(self._directory, run_id)
+        if batch is None and not os.path.isdir(directory):
+            return None
+        os.makedirs(directory, exist_ok=True)
+        spools: dict[str, Spool] = {}
+        for backend, options in self._backend_options.items():
+            path = spool_path(directory, backend)
+            if batch is None and not os.path.exists(path):
+                continue
+            spool = spools[backend] = Spool(path)
+            if spool.get_meta(DELIVERY_KEY) is None:
+                if batch is None:  # created and left before the first record was in it
+                    spools.pop(backend).close()
+                    continue
+                rank = next((record.rank for _, record in batch.records), None)
+                info = RunInfo(run_id, batch.experiment, batch.project, rank)
+                Delivery(backend, None, dict(options), dataclasses.asdict(info)).save(spool)
+        if not spools:
+            return None
+        end = next((spool.get_meta(END_KEY) for spool in spools.values() if spool.get_meta(END_KEY)), None)
+        run = _Run(run_id, spools, time.monotonic(), RunEnd(**end) if end else None)
+        run.delivered_before = run.delivered()
+        run.ended = {backend for backend, spool in spools.items()
+                     if spool.get_meta(FINISHED_KEY) is not None and spool.count() == 0}
+        self._runs[run_id] = run
+        return run
+
+    def _end_if_complete(self, run: _Run) -> None:
+        if run.end is None:
+            return
+        for backend, spool in run.spools.items():
+            if run.ending.get(backend) == run.end.status or backend in run.ended:
+                continue
+            if run.end.records is not None and spool.received_through() < run.end.records:
+                continue  # records the collector has yet to (re)send
+            self._end(run, backend, run.end.status)
+
+    def _end(self, run: _Run, backend: str, status: str) -> None:
+        run.ending[backend] = status
+        self._deliverers.tell(backend, {"end": run.spools[backend].path, "status": status})
+
+    def end_silent_runs(self) -> None:
+        """End the runs that have sent nothing for the silence: ``KILLED``, or as the job said when its end
+        record came but records it names never did."""
+        with self._lock:
+            now = time.monotonic()
+            for run in list(self._runs.values()):
+                if now - run.last_seen < self._silence_s:
+                    continue
+                for backend, spool in run.spools.items():
+                    if backend in run.ending or backend in run.ended:
+                        continue
+                    if run.end is not None:
+                        _logger.warning("tracelet-otel bridge: run %s ended, but records after %d of its %s never "
+                                        "arrived", run.run_id, spool.received_through(), run.end.records)
+                    else:
+                        _logger.warning("tracelet-otel bridge: run %s sent nothing for %.0fs; ending it KILLED",
+                                        run.run_id, self._silence_s)
+                    self._end(run, backend, run.end.status if run.end else "KILLED")
+
+    def _on_message(self, backend: str, message: dict[str, Any]) -> None:
+        path = message.get("ended") or message.get("opened")
+        if not isinstance(path, str):
+            return
+        run_id = os.path.basename(os.path.dirname(path))
+        if "opened" in message:
+            _logger.info("tracelet-otel bridge: run %s -> %s %s", run_id, backend, message.get("url") or
+                         message.get("run"))
+            return
+        _logger.info("tracelet-otel bridge: run %s ended %s in %s", run_id, message.get("status"), backend)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.ending.get(backend) != message.get("status"):
+                return  # an end overtaken by a later one (the job's own end after a KILLED)
+            del run.ending[backend]
+            run.ended.add(backend)
+            if run.ended == set(run.spools):
+                self._forget(run)
+
+    def _forget(self, run: _Run) -> None:
+        """Nothing more to do for the run: its spools stay on disk (they remember what arrived)."""
+        self._delivered_by_forgotten_runs += run.delivered()
+        for spool in run.spools.values():
+            spool.close()
+        self._runs.pop(run.run_id, None)
+
+    def _on_restart(self, backend: str) -> None:
+        with self._lock:
+            for run in self._runs.values():
+                spool = run.spools.get(backend)
+                if spool is None:
+                    continue
+                self._deliverers.tell(backend, {"deliver": spool.path})
+                if backend in run.ending:
+                    self._deliverers.tell(backend, {"end": spool.path, "status": run.ending[backend]})
+
+    def waiting(self) -> int:
+        """Records spooled and not delivered yet, over every run in progress."""
+        with self._lock:
+            return sum(spool.count() for run in self._runs.values() for spool in run.spools.values())
+
+    def delivered(self) -> int:
+        """Records this bridge delivered since it started."""
+        with self._lock:
+            return self._delivered_by_forgotten_runs + sum(run.delivered() for run in self._runs.values())
+
+    def in_progress(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def close(self, timeout: float) -> None:
+        self._deliverers.close(timeout)
+        with self._lock:
+            for run in list(self._runs.values()):
+                for spool in run.spools.values():
+                    spool.close()
+            self._runs.clear()

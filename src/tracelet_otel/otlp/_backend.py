@@ -1,0 +1,110 @@
+"""The otlp backend: records travel as our span events over OTLP, to a collector that routes them on.
+
+The run's records become span events exactly as the agent emits them (``telemetry.events.encode``), at most
+``EVENTS_PER_SPAN`` a span, each with its sequence number in the run's spool (``tracelet.record.seq``), so that
+a receiver stores a record sent twice once. ``finish`` sends the run's end as an event of its own. An export
+that fails raises: the spool keeps the records and the sender retries them with backoff.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from tracelet_otel.backends import Backend, BackendRun, RunInfo
+from tracelet_otel.otlp._exporter import OPTIONS, OtlpSettings, export_errors
+from tracelet_otel.records import Record
+from tracelet_otel.telemetry import events, semconv
+from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN
+from tracelet_otel.telemetry.providers import make_resource
+from tracelet_otel.version import __version__
+
+__all__ = ["CollectorUnavailable", "OtlpBackend", "OtlpRun"]
+
+_SCOPE = InstrumentationScope("tracelet_otel", __version__)
+
+
+class CollectorUnavailable(RuntimeError):
+    """The collector did not accept an export (down, refusing, or too slow); the sender retries."""
+
+
+class OtlpRun(BackendRun):
+    backend = "otlp"
+    max_batch = 4 * EVENTS_PER_SPAN
+
+    def __init__(self, run: RunInfo, settings: OtlpSettings) -> None:
+        self._run_id = run.run_id
+        self._settings = settings
+        self._exporter = settings.exporter()
+        self._resource = make_resource(run.project, run.exp_name, run.run_id)
+        self._ids = RandomIdGenerator()
+        self._errors = export_errors()
+        # The sequence number of the last record sent, for the end record. Unknown when a replay found nothing
+        # left to send; the end record then says nothing and the receiver ends the run once it delivered all.
+        self._last_seq: int | None = None
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        return {"run_id": self._run_id, "endpoint": self._settings.endpoint, "protocol": self._settings.protocol}
+
+    @property
+    def url(self) -> str | None:
+        return None
+
+    def deliver(self, records: Sequence[Record], through_seq: int) -> None:
+        # The spool's sequence numbers are contiguous (AUTOINCREMENT; rows leave only once delivered), so the
+        # batch's first record is through_seq - len + 1.
+        first_seq = through_seq - len(records) + 1
+        spans = []
+        for start in range(0, len(records), EVENTS_PER_SPAN):
+            span_events = []
+            for offset, record in enumerate(records[start : start + EVENTS_PER_SPAN], first_seq + start):
+                name, attributes, timestamp = events.encode(record)
+                attributes[semconv.RECORD_SEQ] = offset
+                span_events.append(Event(name, attributes, timestamp, limit=None))
+            spans.append(self._span(semconv.SPAN_NAME, span_events))
+        self._export(spans, f"{len(records)} records")
+        self._last_seq = max(self._last_seq or 0, through_seq)
+
+    def finish(self, status: str) -> None:
+        attributes: dict[str, Any] = {semconv.RUN_STATUS: status}
+        if self._last_seq is not None:
+            attributes[semconv.RUN_RECORDS] = self._last_seq
+        self._export([self._span(semconv.RUN_SPAN_NAME, [Event(semconv.RUN_END_EVENT, attributes, time.time_ns())])],
+                     "the end of the run")
+        self._exporter.shutdown()
+
+    def discard(self) -> None:
+        """Nothing was sent, so the receiver has no run to undo."""
+        self._exporter.shutdown()
+
+    def _span(self, name: str, span_events: list[Event]) -> ReadableSpan:
+        times = [event.timestamp for event in span_events]
+        context = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
+                              trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        return ReadableSpan(name, context, resource=self._resource, events=span_events, start_time=min(times),
+                            end_time=max(times), instrumentation_scope=_SCOPE)
+
+    def _export(self, spans: list[ReadableSpan], what: str) -> None:
+        self._errors.take()
+        if self._exporter.export(spans) is not SpanExportResult.SUCCESS:
+            reason = self._errors.take() or "no reason given"
+            raise CollectorUnavailable(f"{self._settings.target} did not accept {what}: {reason}")
+
+
+class OtlpBackend(Backend):
+    """OTLP to a collector: ``otlp_*`` options, else the standard ``OTEL_EXPORTER_OTLP_*`` variables."""
+
+    name = "otlp"
+    options: ClassVar[Mapping[str, type]] = OPTIONS
+
+    def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> OtlpRun:
+        # Nothing is contacted here: a collector that is down at start must not stop training from starting.
+        return OtlpRun(run, OtlpSettings.resolve(options))
