@@ -147,3 +147,23 @@ def test_a_helper_whose_imports_print_to_stdout_still_reports(mlflow_store, tmp_
         writer.add_scalar("loss", 1.0, 0)
     run = tracelet_otel.stop_logging()
     assert run.delivery["mlflow"]["delivered"] == 1
+
+
+def test_a_payload_gone_from_its_store_is_dropped_and_counted_not_retried_forever(mlflow_store, tmp_path):
+    """A retention rule or a person removed the file: the other records of the batch still arrive."""
+    from tracelet_otel.artifacts import ArtifactStore
+    from tracelet_otel.delivery.sender import MISSING_PAYLOAD
+    from tracelet_otel_mlflow import MlflowBackend
+
+    blob = ArtifactStore(str(tmp_path / "store")).put(b"not a real png", "image/png")
+    os.remove(blob.uri.removeprefix("file://"))
+    spool = Spool(str(tmp_path / "spool.sqlite"))
+    spool.append([*scalars(10), Record(RecordKind.IMAGE, "sample", 0, 1_700_000_000.0, blob=blob)])
+    backend_run = MlflowBackend().open_run(RunInfo("ours", "missing-payload", "tracelet-tests"), {})
+    counters = DeliveryCounters()
+    sender = Sender(spool, backend_run, counters)
+    assert sender.drain(30)
+    sender.stop()
+    assert (counters.delivered, dict(counters.dropped)) == (10, {MISSING_PAYLOAD: 1})
+    assert len(mlflow_store.client.get_metric_history(backend_run.run_id, "loss")) == 10
+    spool.close()

@@ -19,7 +19,8 @@ import fsspec
 
 from tracelet_otel.records import Blob
 
-__all__ = ["EXTENSIONS", "ArtifactStore", "PayloadStoreFull", "RunPayloadStore", "local_path", "read_blob"]
+__all__ = ["EXTENSIONS", "ArtifactStore", "PayloadMissing", "PayloadStoreFull", "RunPayloadStore", "local_path",
+           "read_blob"]
 
 EXTENSIONS = {
     "image/png": ".png",
@@ -117,9 +118,17 @@ class RunPayloadStore(ArtifactStore):
                 self.held_bytes -= size
 
 
+class PayloadMissing(FileNotFoundError):
+    """A record's payload is not in its store (removed by a retention rule or by hand): no retry can bring it
+    back, so the record is dropped and counted rather than retried forever."""
+
+
 def read_blob(blob: Blob) -> bytes:
-    with fsspec.open(blob.uri, "rb") as file:
-        return file.read()
+    try:
+        with fsspec.open(blob.uri, "rb") as file:
+            return file.read()
+    except FileNotFoundError as error:
+        raise PayloadMissing(f"payload {blob.uri} is missing from its store") from error
 
 
 def local_path(blob: Blob) -> str | None:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 
+from tracelet_otel.artifacts import PayloadMissing
 from tracelet_otel.backends import BackendRun
 from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
 from tracelet_otel.delivery.spool import Spool
@@ -19,6 +20,7 @@ __all__ = ["Sender"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
 
+MISSING_PAYLOAD = "payload missing from its store"
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 
@@ -100,7 +102,7 @@ class Sender:
             self._run.deliver(records, batch[-1][0])  # type: ignore[arg-type]
             self._run.flush()
         except Exception as error:
-            if not self._run.is_permanent(error):
+            if not self._is_permanent(error):
                 self._counters.add(retried=len(batch))
                 # One warning per outage, not one per retry.
                 log = _logger.debug if self._backoff else _logger.warning
@@ -125,15 +127,21 @@ class Sender:
                 self._run.flush()
                 self._counters.add(delivered=1)
             except Exception as error:
-                if not self._run.is_permanent(error):
+                if not self._is_permanent(error):
                     self._counters.add(retried=1)
                     return False
-                reason = f"rejected by {self._run.backend}: {_short(error)}"
+                reason = (MISSING_PAYLOAD if isinstance(error, PayloadMissing)
+                          else f"rejected by {self._run.backend}: {_short(error)}")
                 self._counters.drop(reason)
                 _logger.warning("tracelet-otel: %s %r dropped, %s", getattr(record, "kind", ""),
                                 getattr(record, "tag", ""), reason)
             self._spool.mark_delivered(seq)
         return True
+
+
+    def _is_permanent(self, error: BaseException) -> bool:
+        """Retrying cannot help: the backend rejects the data, or a payload is gone from its store."""
+        return isinstance(error, PayloadMissing) or self._run.is_permanent(error)
 
 
 def _short(error: BaseException) -> str:
