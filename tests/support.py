@@ -11,7 +11,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -139,3 +140,66 @@ class ProcessGroup:
         self.process.wait()
         if self.process.stdout:
             self.process.stdout.close()
+
+
+def log_fidelity_scenario(root: str, start: Callable[[], Any], *, steps: int = 30, media_every: int = 10) -> Any:
+    """The scenario every backend is held to: a small regression model logged through three writers of two
+    libraries (one created before ``start``, which starts logging), 0-d tensor and numpy values, ``add_scalars``
+    of both libraries, NaN, inf, an int, a step that goes back and repeats, a histogram, an image and a text every
+    ``media_every`` steps, and ``add_hparams`` of both. Returns what ``start`` returned.
+
+    Per step it logs 7 scalars; after the loop 6 more and 2 hparams metrics.
+    """
+    import tensorboardX
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    early = SummaryWriter(root)  # created before start_logging: captured all the same
+    started = start()
+    validation = SummaryWriter(os.path.join(root, "validation"))
+    extra = tensorboardX.SummaryWriter(os.path.join(root, "tbx"))
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, targets = torch.randn(64, 4), torch.randn(64, 1)
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        early.add_scalar("Loss/Train/CrossEntropy", loss.detach(), step)  # a 0-d tensor
+        early.add_scalar("Metrics/Accuracy/Train", np.float32(1 / (step + 1)), step)  # a numpy scalar
+        validation.add_scalar("loss", loss.item() * 1.1, step)
+        extra.add_scalar("loss", np.float64(loss.item() * 0.9), step)
+        early.add_scalars("lr", {"base": 0.1, "scaled": 0.1 * step}, step)
+        extra.add_scalars("grad", {"norm": float(model.weight.grad.norm())}, step)
+        if step % media_every == 0:
+            early.add_histogram("Weights/Layer1", model.weight, step)
+            early.add_image("Predictions", torch.rand(3, 8, 8), step)
+            early.add_text("Notes", f"step {step}: loss {loss.item():.3f}", step)
+    early.add_scalar("odd/nan", float("nan"), 100)
+    early.add_scalar("odd/inf", float("inf"), 101)
+    early.add_scalar("odd/int", 7, 102)
+    early.add_scalar("odd/out_of_order", 1.0, 50)
+    early.add_scalar("odd/out_of_order", 2.0, 10)  # a step that goes back
+    early.add_scalar("odd/out_of_order", 3.0, 10)  # and repeats
+    early.add_hparams({"lr": 0.1, "optimizer": "sgd", "batch": 64}, {"hparam/loss": loss.item()})
+    extra.add_hparams({"dropout": 0.5}, {"hparam/tbx_loss": 0.25})
+    for writer in (early, validation, extra):
+        writer.close()
+    return started
+
+
+def expected_key(root: str, path: str, tag: str) -> str:
+    """The documented names of the scenario's scalars: the root verbatim, other writers by relative logdir,
+    add_scalars as group/key, add_hparams metrics in the namespace of the writer they were called on."""
+    relative = os.path.relpath(os.path.dirname(path), root).replace(os.sep, "/")
+    parts = [] if relative == "." else relative.split("/")
+    if parts and parts[-1].startswith(("lr_",)):  # torch add_scalars: <logdir>/<main>_<key>
+        return "/".join([*parts[:-1], tag, parts[-1][len(tag) + 1:]])
+    if len(parts) >= 2 and parts[-2] == "grad":  # tensorboardX add_scalars: <logdir>/<main>/<key>
+        return "/".join([*parts[:-2], tag, parts[-1]])
+    if parts and parts[-1].replace(".", "").isdigit():  # add_hparams: <logdir>/<time.time()>
+        parts = parts[:-1]
+    return "/".join([*parts, tag])

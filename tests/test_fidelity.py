@@ -5,69 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 
-import numpy as np
 import pytest
-import tensorboardX
-import torch
-from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
-from tests.support import MlflowStore, comparable, event_files, scalars_in
+from tests.support import MlflowStore, comparable, event_files, expected_key, log_fidelity_scenario, scalars_in
 
 
 def train_and_log(root: str) -> None:
-    """A small regression model, logged through three writers of two libraries, with awkward values."""
-    early = SummaryWriter(root)  # created before start_logging: captured all the same
-    tracelet_otel.start_logging("fidelity", "tracelet-tests", config={"tensorboard_log_dir": root})
-    validation = SummaryWriter(os.path.join(root, "validation"))
-    extra = tensorboardX.SummaryWriter(os.path.join(root, "tbx"))
-
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    inputs, targets = torch.randn(64, 4), torch.randn(64, 1)
-    for step in range(30):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        early.add_scalar("Loss/Train/CrossEntropy", loss.detach(), step)  # a 0-d tensor
-        early.add_scalar("Metrics/Accuracy/Train", np.float32(1 / (step + 1)), step)  # a numpy scalar
-        validation.add_scalar("loss", loss.item() * 1.1, step)
-        extra.add_scalar("loss", np.float64(loss.item() * 0.9), step)
-        early.add_scalars("lr", {"base": 0.1, "scaled": 0.1 * step}, step)
-        extra.add_scalars("grad", {"norm": float(model.weight.grad.norm())}, step)
-        if step % 10 == 0:
-            early.add_histogram("Weights/Layer1", model.weight, step)
-            early.add_image("Predictions", torch.rand(3, 8, 8), step)
-            early.add_text("Notes", f"step {step}: loss {loss.item():.3f}", step)
-    early.add_scalar("odd/nan", float("nan"), 100)
-    early.add_scalar("odd/inf", float("inf"), 101)
-    early.add_scalar("odd/int", 7, 102)
-    early.add_scalar("odd/out_of_order", 1.0, 50)
-    early.add_scalar("odd/out_of_order", 2.0, 10)
-    early.add_scalar("odd/out_of_order", 3.0, 10)
-    early.add_hparams({"lr": 0.1, "optimizer": "sgd", "batch": 64}, {"hparam/loss": loss.item()})
-    extra.add_hparams({"dropout": 0.5}, {"hparam/tbx_loss": 0.25})
-    for writer in (early, validation, extra):
-        writer.close()
-
-
-def expected_key(root: str, path: str, tag: str) -> str:
-    """The documented names: the root verbatim, other writers by relative logdir, add_scalars as group/key,
-    add_hparams metrics in the namespace of the writer they were called on."""
-    relative = os.path.relpath(os.path.dirname(path), root).replace(os.sep, "/")
-    parts = [] if relative == "." else relative.split("/")
-    if parts and parts[-1].startswith(("lr_",)):  # torch add_scalars: <logdir>/<main>_<key>
-        return "/".join([*parts[:-1], tag, parts[-1][len(tag) + 1:]])
-    if len(parts) >= 2 and parts[-2] == "grad":  # tensorboardX add_scalars: <logdir>/<main>/<key>
-        return "/".join([*parts[:-2], tag, parts[-1]])
-    if parts and parts[-1].replace(".", "").isdigit():  # add_hparams: <logdir>/<time.time()>
-        parts = parts[:-1]
-    return "/".join([*parts, tag])
+    log_fidelity_scenario(root, lambda: tracelet_otel.start_logging(
+        "fidelity", "tracelet-tests", config={"tensorboard_log_dir": root}))
 
 
 def expected_points(root: str) -> Counter[tuple[str, int, object, int]]:

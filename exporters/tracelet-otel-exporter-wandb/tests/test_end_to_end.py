@@ -8,64 +8,16 @@ import os
 import sys
 from collections import Counter, defaultdict
 
-import numpy as np
-import tensorboardX
-import torch
-from torch.utils.tensorboard import SummaryWriter
-
 import tracelet_otel
-from tests.support import event_files, scalars_in
+from tests.support import event_files, expected_key, log_fidelity_scenario, scalars_in
 from tracelet_otel_wandb import RunContents, read_run, run_directories
 
 
 def train_and_log(root: str) -> tracelet_otel.Run:
-    """A small regression model, logged through torch and tensorboardX writers, with awkward values."""
-    run = tracelet_otel.start_logging("fidelity", "tracelet-tests", backend="wandb",
-                                      config={"tensorboard_log_dir": root})
-    main = SummaryWriter(root)
-    extra = tensorboardX.SummaryWriter(os.path.join(root, "tbx"))
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    inputs, targets = torch.randn(64, 4), torch.randn(64, 1)
-    for step in range(30):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        main.add_scalar("Loss/Train/CrossEntropy", loss.detach(), step)
-        main.add_scalar("Metrics/Accuracy/Train", np.float32(1 / (step + 1)), step)
-        extra.add_scalar("loss", loss.item() * 0.9, step)
-        main.add_scalars("lr", {"base": 0.1, "scaled": 0.1 * step}, step)
-        extra.add_scalars("grad", {"norm": float(model.weight.grad.norm())}, step)
-        if step % 10 == 0:
-            main.add_histogram("Weights/Layer1", model.weight, step)
-            main.add_image("Predictions", torch.rand(3, 8, 8), step)
-            main.add_text("Notes", f"step {step}: loss {loss.item():.3f}", step)
-    main.add_scalar("odd/nan", float("nan"), 100)
-    main.add_scalar("odd/inf", float("inf"), 101)
-    main.add_scalar("odd/out_of_order", 1.0, 50)
-    main.add_scalar("odd/out_of_order", 2.0, 10)  # a step that goes back
-    main.add_scalar("odd/out_of_order", 3.0, 10)  # and repeats
-    main.add_hparams({"lr": 0.1, "optimizer": "sgd", "batch": 64}, {"hparam/loss": loss.item()})
-    extra.add_hparams({"dropout": 0.5}, {"hparam/tbx_loss": 0.25})
-    main.close()
-    extra.close()
+    run = log_fidelity_scenario(root, lambda: tracelet_otel.start_logging(
+        "fidelity", "tracelet-tests", backend="wandb", config={"tensorboard_log_dir": root}))
     tracelet_otel.stop_logging()
     return run
-
-
-def expected_key(root: str, path: str, tag: str) -> str:
-    """The documented names: the root verbatim, other writers by relative logdir, add_scalars as group/key,
-    add_hparams metrics in the namespace of the writer they were called on."""
-    parts = [part for part in os.path.relpath(os.path.dirname(path), root).split(os.sep) if part != "."]
-    if parts and parts[-1].startswith("lr_"):  # torch add_scalars: <logdir>/<main>_<key>
-        return "/".join([*parts[:-1], tag, parts[-1][len(tag) + 1 :]])
-    if len(parts) >= 2 and parts[-2] == "grad":  # tensorboardX add_scalars: <logdir>/<main>/<key>
-        return "/".join([*parts[:-2], tag, parts[-1]])
-    if parts and parts[-1].replace(".", "").isdigit():  # add_hparams: <logdir>/<time.time()>
-        parts = parts[:-1]
-    return "/".join([*parts, tag])
 
 
 def comparable(value: float) -> object:
@@ -99,10 +51,10 @@ def test_every_scalar_in_the_event_files_is_in_wandb_exactly_once_at_its_step(tm
     contents = wandb_contents(run)
     stored = Counter((key, row["global_step"], comparable(value))
                      for row in contents.history for key, value in row.items() if is_scalar(key, value))
-    assert sum(len(times) for times in expected.values()) == 30 * 6 + 5 + 2
+    assert sum(len(times) for times in expected.values()) == 30 * 7 + 6 + 2
     assert stored == Counter({point: len(times) for point, times in expected.items()})
     assert run.delivery["wandb"]["undelivered"] == 0
-    assert len(contents.history) < 30 * 6 / 2  # the records of one step share rows
+    assert len(contents.history) < 30 * 7 / 2  # the records of one step share rows
 
 
 def test_each_row_keeps_the_tensorboard_wall_time_of_its_latest_record(tmp_path):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracelet_otel.artifacts import EXTENSIONS
-from tracelet_otel.records import Blob, ParamValue, Record, RecordKind
+from tracelet_otel.records import PAYLOAD_FOLDERS, Blob, ParamValue, Record, RecordKind
 
 __all__ = [
     "ConnectHparams",
@@ -40,15 +40,6 @@ __all__ = [
 
 HPARAMS_SECTION = "TB_hparams"  # the hyperparameters section ClearML's own TensorBoard binding fills
 
-# Payloads ClearML has no type for are uploaded as artifacts named <folder>/<tag>/step_<step><ext>.
-_ARTIFACT_FOLDERS = {
-    RecordKind.GRAPH: "graphs",
-    RecordKind.EMBEDDING: "embeddings",
-    RecordKind.MESH: "meshes",
-    RecordKind.CUSTOM_SCALARS: "custom_scalars",
-    RecordKind.TENSOR: "tensors",
-    RecordKind.HPARAMS: "hparams",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +175,7 @@ def _call(record: Record, translation: Translation) -> Call | None:
 
 
 def _artifact(record: Record, blob: Blob) -> UploadArtifact:
-    folder = _ARTIFACT_FOLDERS[record.kind]
+    folder = PAYLOAD_FOLDERS[record.kind]
     if record.kind is RecordKind.HPARAMS:  # one file per add_hparams call, named after its TensorBoard run
         filename = record.filename or f"step_{record.step}.json"
         return UploadArtifact(_join(folder, record.writer, filename), blob, filename)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracelet_otel.artifacts import EXTENSIONS
-from tracelet_otel.records import Blob, Record, RecordKind
+from tracelet_otel.records import PAYLOAD_FOLDERS, Blob, Record, RecordKind
 from tracelet_otel_mlflow._image_view import image_file_stem
 
 __all__ = ["HISTOGRAM_IMAGE_PREFIX", "LogArtifact", "LogBatch", "LogImage", "MetricPoint", "Translation",
@@ -33,20 +33,6 @@ _INVALID_IMAGE_KEY_CHARACTER = re.compile(r"[^a-zA-Z0-9_\-./ ]")
 # Pictures of histograms are keyed like the folder of their JSON artifacts: histograms/<tag>.
 HISTOGRAM_IMAGE_PREFIX = "histograms/"
 
-_ARTIFACT_FOLDERS = {
-    RecordKind.IMAGE: "images",
-    RecordKind.VIDEO: "videos",
-    RecordKind.AUDIO: "audio",
-    RecordKind.TEXT: "text",
-    RecordKind.HISTOGRAM: "histograms",
-    RecordKind.GRAPH: "graphs",
-    RecordKind.PR_CURVE: "pr_curves",
-    RecordKind.EMBEDDING: "embeddings",
-    RecordKind.MESH: "meshes",
-    RecordKind.CUSTOM_SCALARS: "custom_scalars",
-    RecordKind.TENSOR: "tensors",
-    RecordKind.HPARAMS: "hparams",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +165,7 @@ def translate(records: Iterable[Record], *, histogram_images: bool = True) -> Tr
 
 def _artifact(record: Record, name: Callable[[str], str]) -> LogArtifact:
     assert record.blob is not None
-    folder = _ARTIFACT_FOLDERS[record.kind]
+    folder = PAYLOAD_FOLDERS[record.kind]
     extension = EXTENSIONS.get(record.blob.media_type, ".bin")
     if record.kind is RecordKind.HPARAMS:  # one file per add_hparams call, named after its TensorBoard run
         return LogArtifact(record.blob, _join(folder, record.writer), record.filename or f"step_{record.step}.json")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracelet_otel.artifacts import EXTENSIONS
-from tracelet_otel.records import Blob, ParamValue, Record, RecordKind
+from tracelet_otel.records import PAYLOAD_FOLDERS, Blob, ParamValue, Record, RecordKind
 
 __all__ = ["STEP_KEY", "WALL_TIME_KEY", "LogRow", "Media", "SaveFile", "Translation", "UpdateConfig", "file_path",
            "histogram_bins", "pr_curve_table", "text_html", "translate", "wandb_key"]
@@ -45,14 +45,6 @@ MAX_HISTOGRAM_BINS = 512  # wandb.Histogram refuses more
 
 MEDIA_KINDS = frozenset({RecordKind.IMAGE, RecordKind.VIDEO, RecordKind.AUDIO, RecordKind.HISTOGRAM, RecordKind.TEXT,
                          RecordKind.PR_CURVE})
-_FILE_FOLDERS = {
-    RecordKind.GRAPH: "graphs",
-    RecordKind.EMBEDDING: "embeddings",
-    RecordKind.MESH: "meshes",
-    RecordKind.CUSTOM_SCALARS: "custom_scalars",
-    RecordKind.TENSOR: "tensors",
-    RecordKind.HPARAMS: "hparams",
-}
 PR_CURVE_COLUMNS = ("threshold", "precision", "recall", "true_positives", "false_positives", "true_negatives",
                     "false_negatives")
 
@@ -141,7 +133,7 @@ def file_path(record: Record) -> str:
     files; hparams as ``hparams/<writer>/<TensorBoard's run name>.json``. Path segments that could leave the
     folder (``..``, ``.``, empty) become ``__``, ``_``, ``_``."""
     assert record.blob is not None
-    folder = _FILE_FOLDERS[record.kind]
+    folder = PAYLOAD_FOLDERS[record.kind]
     if record.kind is RecordKind.HPARAMS:
         return _join(folder, record.writer, record.filename or f"step_{record.step}.json")
     if record.filename:
