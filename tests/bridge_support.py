@@ -252,24 +252,6 @@ class Job:
         return expected
 
 
-def child_processes(pid: int) -> dict[int, str]:
-    """The processes ``pid`` started: pid -> command line (read from /proc)."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{name}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):  # gone meanwhile
-            continue
-        if parent == pid:
-            found[int(name)] = command
-    return found
-
-
 def self_signed_certificate(directory: str) -> tuple[str, str]:
     """A certificate for 127.0.0.1 and localhost and its key, as PEM files in ``directory``."""
     import datetime

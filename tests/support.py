@@ -81,8 +81,8 @@ class MlflowStore:
             return file.read()
 
 
-def helper_processes(root_pid: int) -> list[str]:
-    """Command lines of the tracelet-otel helper processes below ``root_pid`` (read from /proc)."""
+def processes_below(root_pid: int) -> dict[int, str]:
+    """Every process below ``root_pid``, children and theirs: pid -> command line (read from /proc)."""
     parents: dict[int, int] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -95,16 +95,19 @@ def helper_processes(root_pid: int) -> list[str]:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
         below |= frontier
-    commands = []
+    commands = {}
     for pid in below:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as file:
-                command = file.read().replace(b"\0", b" ").decode(errors="replace")
+                commands[pid] = file.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "tracelet_otel" in command:
-            commands.append(command)
     return commands
+
+
+def helper_processes(root_pid: int) -> list[str]:
+    """Command lines of the tracelet-otel helper processes below ``root_pid``."""
+    return [command for command in processes_below(root_pid).values() if "tracelet_otel" in command]
 
 
 class ProcessGroup:

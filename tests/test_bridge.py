@@ -21,13 +21,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from tests.bridge_support import (
     Bridge,
     Job,
-    child_processes,
     mlflow_run,
     self_signed_certificate,
     wait_for_status,
     wait_until,
 )
-from tests.support import MlflowStore
+from tests.support import MlflowStore, processes_below
 from tracelet_otel.backends import RunInfo
 from tracelet_otel.delivery import Delivery, Spool
 from tracelet_otel.delivery.worker import CREATING_KEY, open_run
@@ -168,7 +167,7 @@ def test_sigterm_ends_the_bridge_cleanly_and_the_next_one_delivers_what_it_ackno
 
 
 def test_a_delivery_process_that_dies_is_started_again_and_delivers(bridge, store):
-    (deliverer,) = [pid for pid, command in child_processes(bridge.pid).items() if "_deliverer mlflow" in command]
+    (deliverer,) = [pid for pid, command in processes_below(bridge.pid).items() if "_deliverer mlflow" in command]
     os.kill(deliverer, signal.SIGKILL)
 
     run_id = uuid.uuid4().hex
