@@ -20,25 +20,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import temporary_workdir
+from end_to_end import captured as in_process
 from end_to_end import tensorboard_loop
 
 import tracelet_otel
-from tests.bridge_support import Bridge, Collector, child_processes, mlflow_run, wait_until
-from tests.support import MlflowStore
+from tests.bridge_support import Bridge, Collector, mlflow_run, wait_until
+from tests.support import MlflowStore, processes_below
 
 SAMPLE_EVERY_S = 0.2
-
-
-def in_process(scalars: int) -> float:
-    tracelet_otel.start_logging("in-process", "benchmarks", backend="mlflow",
-                                config={"mlflow_tracking_uri": f"sqlite:///{os.path.abspath('in-process.db')}",
-                                        "stop_timeout": 3600})
-    start = time.perf_counter()
-    tensorboard_loop("runs/in-process", scalars)
-    run = tracelet_otel.stop_logging()
-    elapsed = time.perf_counter() - start
-    assert run is not None and run.delivery["mlflow"]["delivered"] == scalars, run
-    return elapsed
 
 
 def resident_mb(pid: int) -> float:
@@ -64,7 +53,7 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(SAMPLE_EVERY_S):
             self.peak_process = max(self.peak_process, resident_mb(self._pid))
-            self.peak_children = max(self.peak_children, sum(resident_mb(pid) for pid in child_processes(self._pid)))
+            self.peak_children = max(self.peak_children, sum(resident_mb(pid) for pid in processes_below(self._pid)))
 
     def stop(self) -> None:
         self._done.set()
