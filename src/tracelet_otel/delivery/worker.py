@@ -5,8 +5,8 @@ own, the process that spools never imports the backend's SDK, and delivery outli
 Everything the worker needs is in the spool's meta: the backend, its options, and the run to resume (none
 yet: it creates one and records it there, so replay resumes the same run).
 
-It reports ``{"ready": {"run": ..., "url": ...}}`` (or ``{"error": ...}``) as one JSON line on stdout, then
-takes control lines on stdin:
+It reports ``{"ready": {"run": ..., "url": ...}}`` (or ``{"error": ...}``) as one JSON line on its protocol
+pipe (see :mod:`tracelet_otel._child`), then takes control lines on stdin:
 
 * ``wake``: records were appended;
 * ``finish STATUS TIMEOUT``: nothing more will come; deliver for up to TIMEOUT seconds, end the backend run
