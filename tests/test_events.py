@@ -6,13 +6,13 @@ import math
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracelet_otel.records import Blob, Record, RecordKind
 from tracelet_otel.telemetry import events, semconv
-from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN, SPAN_LIMITS, Emitter
+from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN, Emitter
 
 RECORDS = [
     Record(RecordKind.SCALAR, "validation/loss", 2**62, 1700000000.123456, writer="validation",
@@ -40,25 +40,42 @@ def test_events_of_other_instrumentations_are_ignored():
     assert events.decode("exception", {"exception.type": "ValueError"}) is None
 
 
-def emit(count: int):
+def emit(records):
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    provider = TracerProvider(span_limits=SPAN_LIMITS)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    emitter = Emitter(provider, MeterProvider(metric_readers=[reader]))
-    emitter.emit(Record(RecordKind.SCALAR, "loss", step, 1.0 + step, value=float(step)) for step in range(count))
+    emitter = Emitter(SimpleSpanProcessor(exporter), Resource.create({}), MeterProvider(metric_readers=[reader]))
+    emitter.emit(records)
     emitter.end_span()
-    return exporter.get_finished_spans(), reader.get_metrics_data(), emitter
+    return exporter.get_finished_spans(), reader.get_metrics_data()
+
+
+def losses(count: int):
+    return [Record(RecordKind.SCALAR, "loss", step, 1.0 + step, value=float(step)) for step in range(count)]
 
 
 def test_thousands_of_events_are_split_into_short_spans_and_none_is_dropped():
-    spans, _, emitter = emit(2000)
+    spans, _ = emit(losses(2000))
     assert all(len(span.events) <= EVENTS_PER_SPAN and span.dropped_events == 0 for span in spans)
     assert [record.step for record in events.decode_span_events(spans)] == list(range(2000))
-    assert emitter.dropped_events == 0
+
+
+def test_the_environments_sampler_and_attribute_limits_never_drop_or_cut_records(monkeypatch):
+    # Common in observability set-ups; they are meant for application traces, not for the records themselves.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "16")
+    records = [*RECORDS, *losses(1000)]
+
+    spans, _ = emit(records)
+
+    decoded = list(events.decode_span_events(spans))
+    assert len(decoded) == len(records)
+    assert [(record.tag, record.original_tag, record.blob, record.params) for record in decoded] == [
+        (record.tag, record.original_tag, record.blob, record.params) for record in records]
 
 
 def test_scalars_are_gauges_per_tag_and_writer_without_a_step():
-    _, metrics, _ = emit(10)
+    _, metrics = emit(losses(10))
     gauges = [metric for resource in metrics.resource_metrics for scope in resource.scope_metrics
               for metric in scope.metrics if metric.name == semconv.METRIC_SCALAR]
     (point,) = gauges[0].data.data_points

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.metrics import Observation
+from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._child import become_helper, try_lock
@@ -34,7 +35,7 @@ from tracelet_otel.records import Record
 from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.emitter import Emitter
-from tracelet_otel.telemetry.providers import make_meter_provider, make_resource, make_tracer_provider
+from tracelet_otel.telemetry.providers import make_meter_provider, make_resource
 
 __all__ = ["Agent", "main"]
 
@@ -67,7 +68,6 @@ class Agent:
         self._lock = lock
         self.spec = RunSpec.load(run_dir)
         resource = make_resource(self.spec.project, self.spec.exp_name, self.spec.run_id)
-        self._tracer_provider = make_tracer_provider(resource)
         self._meter_provider = make_meter_provider(resource)
         self.exporters: dict[str, TrackerSpanExporter] = {}
         for name in self.spec.backends:
@@ -86,9 +86,10 @@ class Agent:
                 exporter.discard()
             self._lock.close()
             raise
+        self._span_processor = SynchronousMultiSpanProcessor()
         for exporter in self.exporters.values():
-            self._tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        self._emitter = Emitter(self._tracer_provider, self._meter_provider)
+            self._span_processor.add_span_processor(SimpleSpanProcessor(exporter))
+        self._emitter = Emitter(self._span_processor, resource, self._meter_provider)
         self._meter_provider.get_meter("tracelet_otel").create_observable_counter(
             semconv.METRIC_DELIVERY, callbacks=[self._observe_delivery], unit="{record}",
             description="Records per backend: spooled, delivered, retried, and dropped by reason")
@@ -201,11 +202,10 @@ class Agent:
         dropped = dict(self._converter.dropped)
         if self.damaged_journal_stretches:  # the values in them are lost; how many cannot be known
             dropped["damaged stretch of the capture journal skipped"] = self.damaged_journal_stretches
-        summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dropped,
-                                                               "dropped_span_events": self._emitter.dropped_events}}
+        summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dropped}}
         for name, exporter in self.exporters.items():
             summary["backends"][name] = exporter.close(self.status, max(0.0, deadline - time.monotonic()))
-        self._tracer_provider.shutdown()
+        self._span_processor.shutdown()
         self._meter_provider.shutdown()
         if self.status == DISCARD or all(report["undelivered"] == 0 and report["finished"]
                                          for report in summary["backends"].values()):

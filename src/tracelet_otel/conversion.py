@@ -79,6 +79,10 @@ class EventConverter:
         what = event.WhichOneof("what")
         if what == "summary":
             for value in event.summary.value:
+                if value.WhichOneof("value") == "simple_value":  # add_scalar's: the common case, kept short
+                    yield Record(RecordKind.SCALAR, name.tag(value.tag), event.step, event.wall_time, name.writer,
+                                 value.tag, value.simple_value, rank=self._rank)
+                    continue
                 try:
                     yield from self._summary_value(value, event, name)
                 except PayloadStoreFull as full:
@@ -103,8 +107,6 @@ class EventConverter:
         plugin = value.metadata.plugin_data.plugin_name
         if plugin == "hparams":  # metadata-only values: no value oneof is set
             yield from self._hparams(value, name, step, wall_time)
-        elif kind == "simple_value":
-            yield self._record(RecordKind.SCALAR, name, tag, step, wall_time, value=float(value.simple_value))
         elif kind == "histo":
             if self._allowed(self._options.capture_histograms, tag, "capture_histograms is off"):
                 yield self._record(RecordKind.HISTOGRAM, name, tag, step, wall_time,

@@ -13,8 +13,7 @@ import json
 import os
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 __all__ = ["Frame", "FrameType", "JournalReader", "JournalWriter"]
 
@@ -35,8 +34,7 @@ class FrameType:
 _FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END, FrameType.DROPPED})
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):  # a NamedTuple: the agent builds one per captured event, ~4x cheaper than a dataclass
     type: int
     payload: bytes
     end: int  # journal offset just past this frame

@@ -14,9 +14,6 @@ from typing import Any, ClassVar
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracelet_otel.backends import Backend, BackendRun, RunInfo
 from tracelet_otel.otlp._exporter import OPTIONS, OtlpSettings, export_errors
@@ -24,12 +21,9 @@ from tracelet_otel.records import Record
 from tracelet_otel.telemetry import events, semconv
 from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN
 from tracelet_otel.telemetry.providers import make_resource
-from tracelet_otel.version import __version__
+from tracelet_otel.telemetry.spans import SpanBuilder
 
 __all__ = ["CollectorUnavailable", "OtlpBackend", "OtlpRun"]
-
-_SCOPE = InstrumentationScope("tracelet_otel", __version__)
-
 
 class CollectorUnavailable(RuntimeError):
     """The collector did not accept an export (down, refusing, or too slow); the sender retries."""
@@ -43,8 +37,7 @@ class OtlpRun(BackendRun):
         self._run_id = run.run_id
         self._settings = settings
         self._exporter = settings.exporter()
-        self._resource = make_resource(run.project, run.exp_name, run.run_id)
-        self._ids = RandomIdGenerator()
+        self._spans = SpanBuilder(make_resource(run.project, run.exp_name, run.run_id))
         self._errors = export_errors()
         # The sequence number of the last record sent, for the end record. Unknown when a replay found nothing
         # left to send; the end record then says nothing and the receiver ends the run once it delivered all.
@@ -69,7 +62,7 @@ class OtlpRun(BackendRun):
                 name, attributes, timestamp = events.encode(record)
                 attributes[semconv.RECORD_SEQ] = offset
                 span_events.append(Event(name, attributes, timestamp, limit=None))
-            spans.append(self._span(semconv.SPAN_NAME, span_events))
+            spans.append(self._spans.span(semconv.SPAN_NAME, span_events))
         self._export(spans, f"{len(records)} records")
         self._last_seq = max(self._last_seq or 0, through_seq)
 
@@ -77,20 +70,13 @@ class OtlpRun(BackendRun):
         attributes: dict[str, Any] = {semconv.RUN_STATUS: status}
         if self._last_seq is not None:
             attributes[semconv.RUN_RECORDS] = self._last_seq
-        self._export([self._span(semconv.RUN_SPAN_NAME, [Event(semconv.RUN_END_EVENT, attributes, time.time_ns())])],
-                     "the end of the run")
+        end = Event(semconv.RUN_END_EVENT, attributes, time.time_ns())
+        self._export([self._spans.span(semconv.RUN_SPAN_NAME, [end])], "the end of the run")
         self._exporter.shutdown()
 
     def discard(self) -> None:
         """Nothing was sent, so the receiver has no run to undo."""
         self._exporter.shutdown()
-
-    def _span(self, name: str, span_events: list[Event]) -> ReadableSpan:
-        times = [event.timestamp for event in span_events]
-        context = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
-                              trace_flags=TraceFlags(TraceFlags.SAMPLED))
-        return ReadableSpan(name, context, resource=self._resource, events=span_events, start_time=min(times),
-                            end_time=max(times), instrumentation_scope=_SCOPE)
 
     def _export(self, spans: list[ReadableSpan], what: str) -> None:
         self._errors.take()

@@ -14,12 +14,10 @@ import os
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 
 from tracelet_otel.telemetry import semconv
-from tracelet_otel.telemetry.emitter import SPAN_LIMITS
 
-__all__ = ["make_meter_provider", "make_resource", "make_tracer_provider"]
+__all__ = ["make_meter_provider", "make_resource"]
 
 
 def make_resource(project: str | None, exp_name: str, run_id: str) -> Resource:
@@ -38,10 +36,6 @@ def _requested(variable: str) -> set[str]:
 
 def _otlp_protocol() -> str:
     return os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-
-
-def make_tracer_provider(resource: Resource) -> TracerProvider:
-    return TracerProvider(resource=resource, span_limits=SPAN_LIMITS)
 
 
 def make_meter_provider(resource: Resource) -> MeterProvider:

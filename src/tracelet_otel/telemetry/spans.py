@@ -1,0 +1,40 @@
+"""Spans that carry records, built whole rather than through a tracer.
+
+A tracer would subject them to the user's observability settings: ``OTEL_TRACES_SAMPLER`` (a ratio sampler
+would silently drop records) and ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (it would cut tags and JSON short).
+These spans are the record itself, not a sample of it, and their events' attributes are valid by
+construction (``events.encode``): there is nothing for the SDK's sampling, limits or cleaning to do. Built
+whole, a span costs one object per event, less than half of what ``Span.add_event`` spends per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from tracelet_otel.version import __version__
+
+__all__ = ["SCOPE", "SpanBuilder"]
+
+SCOPE = InstrumentationScope("tracelet_otel", __version__)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class SpanBuilder:
+    """Ended spans of one resource, each a new trace, spanning its events' timestamps (TensorBoard's clock)."""
+
+    def __init__(self, resource: Resource) -> None:
+        self._resource = resource
+        self._ids = RandomIdGenerator()
+
+    def span(self, name: str, span_events: Sequence[Event]) -> ReadableSpan:
+        times = [event.timestamp for event in span_events]
+        context = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
+                              trace_flags=_SAMPLED)
+        return ReadableSpan(name, context, resource=self._resource, events=span_events, start_time=min(times),
+                            end_time=max(times), instrumentation_scope=SCOPE)
