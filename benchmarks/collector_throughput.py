@@ -19,26 +19,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import temporary_workdir
+from _common import SAMPLE_EVERY_S, resident_mb, temporary_workdir
 from end_to_end import captured as in_process
 from end_to_end import tensorboard_loop
 
 import tracelet_otel
 from tests.bridge_support import Bridge, Collector, mlflow_run, wait_until
 from tests.support import MlflowStore, processes_below
-
-SAMPLE_EVERY_S = 0.2
-
-
-def resident_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # gone meanwhile
-        pass
-    return 0.0
 
 
 class MemorySampler(threading.Thread):
@@ -91,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     for _ in range(args.rounds):
         with temporary_workdir():
-            direct = in_process(args.scalars)
+            direct = in_process(args.scalars).total
         with temporary_workdir() as directory:
             routed, memory = collector_route(args.scalars, directory)
         print(f"{args.scalars} scalars: in-process {direct:6.1f} s ({args.scalars / direct:,.0f} records/s), "

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format, text_format
 from tensorboard.compat.proto import event_pb2, graph_pb2
-from tensorboard.util import tensor_util
 
 from tracelet_otel.artifacts import ArtifactStore, PayloadStoreFull
 from tracelet_otel.config import Options
@@ -131,6 +130,10 @@ class EventConverter:
             yield self._record(RecordKind.CUSTOM_SCALARS, name, tag, step, wall_time,
                                blob=self._json(json_format.MessageToDict(layout)))
             return
+        # Imported on first use: through TensorBoard's TensorFlow stub it loads boto3 where that is installed,
+        # ~30 MB of the agent's memory that a run of scalars never needs.
+        from tensorboard.util import tensor_util
+
         array = tensor_util.make_ndarray(value.tensor)
         if plugin == "scalars":
             yield self._record(RecordKind.SCALAR, name, tag, step, wall_time, value=float(array.item()))
