@@ -113,6 +113,7 @@ def test_records_resent_and_reordered_are_stored_once_and_the_run_ends_when_all_
     late = otlp_run(bridge, "resent", run_id)
     late.deliver(records[300:], through_seq=600)  # the second half overtakes the first
     late.finish("FINISHED")  # says: 600 records
+    wait_until(lambda: mlflow_run(store, run_id) is not None, 60, "the run to be created")
     time.sleep(1.0)
     assert mlflow_run(store, run_id).info.status == "RUNNING"  # 300 of 600 arrived: not the end yet
 
@@ -124,6 +125,26 @@ def test_records_resent_and_reordered_are_stored_once_and_the_run_ends_when_all_
     run = wait_for_status(store, run_id, "FINISHED")
     assert steps(store, run.info.run_id) == list(range(600))
     assert bridge.health()["records"]["duplicate"] >= 300
+
+
+def test_an_ended_run_keeps_a_small_spool_and_a_late_resend_changes_nothing(bridge, store):
+    run_id = uuid.uuid4().hex
+    records = scalars(20_000)
+    job = otlp_run(bridge, "compacted", run_id)
+    for first in range(0, len(records), 1000):
+        job.deliver(records[first : first + 1000], through_seq=first + 1000)
+    job.finish("FINISHED")
+    run = wait_for_status(store, run_id, "FINISHED")
+
+    # The spool held 20k records (~2.6 MB); what it must remember once the run is over is which arrived.
+    spool = os.path.join(bridge.directory, "spool", "runs", run_id, "mlflow.spool.sqlite")
+    wait_until(lambda: os.path.getsize(spool) < 100_000, 30, "the ended run's spool to shrink")
+    late = otlp_run(bridge, "compacted", run_id)  # a collector's retry queue, long after
+    late.deliver(records[:1000], through_seq=1000)
+    late.finish("FINISHED")
+    time.sleep(1.0)
+    assert steps(store, run.info.run_id) == list(range(20_000))
+    assert len(store.client.search_runs([run.info.experiment_id], f"tags.`tracelet.run_id` = '{run_id}'")) == 1
 
 
 def test_a_run_whose_job_falls_silent_ends_killed_and_goes_on_when_it_speaks_again(bridge, store):

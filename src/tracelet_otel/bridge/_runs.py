@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -250,9 +251,14 @@ class Runs:
                 self._forget(run)
 
     def _forget(self, run: _Run) -> None:
-        """Nothing more to do for the run: its spools stay on disk (they remember what arrived)."""
+        """Nothing more to do for the run: its spools stay on disk, compacted, because they remember which
+        records arrived (a collector may resend long after) and so keep a resend from starting a second run."""
         self._delivered_by_forgotten_runs += run.delivered()
         for spool in run.spools.values():
+            try:
+                spool.compact()
+            except sqlite3.Error as error:  # busy or failing: the spool stays as large as it was, nothing is lost
+                _logger.warning("tracelet-otel bridge: could not compact %s: %s", spool.path, error)
             spool.close()
         self._runs.pop(run.run_id, None)
 

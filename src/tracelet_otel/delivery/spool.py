@@ -187,6 +187,15 @@ class Spool:
     def set_meta(self, key: str, value: Any) -> None:
         self._db().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
+    def compact(self) -> None:
+        """Give the pages of delivered records back to the file system; sqlite keeps them for reuse otherwise. A
+        spool whose run is over keeps only what it must remember (which keys arrived): ~60 kB on disk instead
+        of ~130 bytes per record it ever held."""
+        db = self._db()
+        if db.execute("PRAGMA freelist_count").fetchone()[0]:  # else compact already (a bridge restarting)
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         for connection in self._connections:
             connection.close()
