@@ -131,7 +131,7 @@ class EventConverter:
                                blob=self._json(json_format.MessageToDict(layout)))
             return
         # Imported on first use: through TensorBoard's TensorFlow stub it loads boto3 where that is installed,
-        # ~30 MB of the agent's memory that a run of scalars never needs.
+        # 12 MB of the agent's memory that a run of scalars never needs.
         from tensorboard.util import tensor_util
 
         array = tensor_util.make_ndarray(value.tensor)

@@ -34,7 +34,7 @@ class FrameType:
 _FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END, FrameType.DROPPED})
 
 
-class Frame(NamedTuple):  # a NamedTuple: the agent builds one per captured event, ~4x cheaper than a dataclass
+class Frame(NamedTuple):  # not a frozen dataclass: the agent builds one per captured event, ~0.5 us cheaper each
     type: int
     payload: bytes
     end: int  # journal offset just past this frame

@@ -25,6 +25,7 @@ from tracelet_otel.telemetry.spans import SpanBuilder
 
 __all__ = ["CollectorUnavailable", "OtlpBackend", "OtlpRun"]
 
+
 class CollectorUnavailable(RuntimeError):
     """The collector did not accept an export (down, refusing, or too slow); the sender retries."""
 
