@@ -7,6 +7,9 @@ The journal holds what ``add_scalar`` journals (one event of one scalar each, 10
 so each line adds one stage's cost to the one above: read frames; parse and convert them to records; emit span
 events (the OpenTelemetry SDK); decode the ended spans back into records (what every backend's exporter does); and
 append them to a sqlite spool, which is the whole conversion the agent does per backend.
+
+The bridge of the collector route does the same work from the other side: a last line measures it from OTLP
+requests as the otlp backend sends them (1024 records each, serialized) to records in a spool.
 """
 
 from __future__ import annotations
@@ -22,19 +25,24 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import temporary_workdir
-from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import Event, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from torch.utils.tensorboard.summary import scalar
 
 from tracelet_otel.artifacts import ArtifactStore
+from tracelet_otel.bridge._decode import decode_request
 from tracelet_otel.capture.journal import FrameType, JournalReader, JournalWriter, encode_event, encode_json
 from tracelet_otel.config import Options
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Spool
 from tracelet_otel.records import Record, RecordKind
+from tracelet_otel.telemetry import events, semconv
 from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN, Emitter
 from tracelet_otel.telemetry.events import decode_span_events
 from tracelet_otel.telemetry.providers import make_meter_provider, make_resource
+from tracelet_otel.telemetry.spans import SpanBuilder
 
 TAGS = [f"train/metric_{index}" for index in range(10)]
 
@@ -91,6 +99,28 @@ def convert(journal: str, directory: str, through: str) -> int:
     return converted
 
 
+def otlp_requests(records: list[Record]) -> list[bytes]:
+    """What the otlp backend sends for these records: our span events with their sequence numbers."""
+    spans = SpanBuilder(make_resource("bench", "conversion", "run"))
+    requests = []
+    for first in range(0, len(records), 4 * EVENTS_PER_SPAN):
+        span_events = []
+        for seq, record in enumerate(records[first : first + 4 * EVENTS_PER_SPAN], first + 1):
+            name, attributes, timestamp = events.encode(record)
+            span_events.append(Event(name, {**attributes, semconv.RECORD_SEQ: seq}, timestamp, limit=None))
+        request = encode_spans([spans.span(semconv.SPAN_NAME, span_events[start : start + EVENTS_PER_SPAN])
+                                for start in range(0, len(span_events), EVENTS_PER_SPAN)])
+        requests.append(request.SerializeToString())
+    return requests
+
+
+def receive(requests: list[bytes], spool: Spool) -> None:
+    """The bridge's work per request and backend, short of the network: parse, decode, spool once."""
+    for body in requests:
+        for batch in decode_request(ExportTraceServiceRequest.FromString(body)).runs.values():
+            spool.append_new(batch.records, batch.unreadable)
+
+
 def timed(function: Callable[..., Any], *args: Any) -> float:
     start = time.perf_counter()
     function(*args)
@@ -114,11 +144,14 @@ def main() -> None:
     with temporary_workdir() as directory:
         journal = os.path.join(directory, "journal")
         write_journal(journal, args.records)
-        seconds: dict[str, list[float]] = {stage: [] for stage in (*stages, "append")}
+        requests = otlp_requests(records)
+        seconds: dict[str, list[float]] = {stage: [] for stage in (*stages, "append", "bridge")}
         for round_ in range(args.rounds):
             for stage in stages:
                 seconds[stage].append(timed(convert, journal, directory, stage))
-            seconds["append"].append(timed(append, Spool(os.path.join(directory, f"append-{round_}.sqlite")), records))
+            spools = {name: Spool(os.path.join(directory, f"{name}-{round_}.sqlite")) for name in ("append", "bridge")}
+            seconds["append"].append(timed(append, spools["append"], records))
+            seconds["bridge"].append(timed(receive, requests, spools["bridge"]))
         if args.profile:
             cProfile.runctx("convert(journal, directory, 'spool')", globals(), locals(), args.profile)
 
@@ -131,6 +164,8 @@ def main() -> None:
     print(f"conversion        {args.records / best['spool']:10,.0f} records/s "
           f"(median of {args.rounds}: {args.records / statistics.median(seconds['spool']):,.0f})")
     print(f"spool append      {args.records / best['append']:10,.0f} records/s")
+    print(f"bridge            {args.records / best['bridge']:10,.0f} records/s "
+          f"({best['bridge'] / args.records * 1e6:.1f} us/record: OTLP request -> spooled record)")
 
 
 if __name__ == "__main__":
