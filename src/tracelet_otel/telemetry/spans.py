@@ -19,9 +19,9 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracelet_otel.version import __version__
 
-__all__ = ["SCOPE", "SpanBuilder"]
+__all__ = ["SpanBuilder"]
 
-SCOPE = InstrumentationScope("tracelet_otel", __version__)
+_SCOPE = InstrumentationScope("tracelet_otel", __version__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
@@ -37,4 +37,4 @@ class SpanBuilder:
         context = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
                               trace_flags=_SAMPLED)
         return ReadableSpan(name, context, resource=self._resource, events=span_events, start_time=min(times),
-                            end_time=max(times), instrumentation_scope=SCOPE)
+                            end_time=max(times), instrumentation_scope=_SCOPE)
