@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import Counter
 
 from torch.utils.tensorboard import SummaryWriter
@@ -81,3 +82,19 @@ def test_the_task_describes_the_training_process_not_the_delivery_worker(clearml
     assert properties["properties/training_pid"] == str(os.getpid())
     assert properties["properties/training_cwd"] == str(tmp_path)
     assert properties["properties/tracelet_status"] == "FINISHED"
+
+
+def test_the_resource_monitor_measures_the_training_process_not_the_delivery_worker(clearml_cache, tmp_path):
+    (tmp_path / "clearml.conf").write_text("sdk.development.worker.report_start_sec: 1\n")  # not after 30 s
+    held = b"\x01" * (300 * 2**20)  # written, so resident: the training process holds 300 MB more than the
+    # whole delivery worker, which ClearML's own monitor would measure (~160 MB)
+    tracelet_otel.start_logging("monitored", "tracelet-tests", backend="clearml")
+    with SummaryWriter(str(tmp_path / "runs")) as writer:
+        for step in range(20):  # ClearML's monitor reports when the iteration moves on
+            writer.add_scalar("loss", 1.0, step)
+            time.sleep(0.2)
+    tracelet_otel.stop_logging()
+
+    session = read_session(session_folders(clearml_cache)[0])
+    memory = [value for title, series, value in session.monitor if series == "memory_used_gb"]
+    assert memory and min(memory) >= len(held) / 2**30

@@ -34,6 +34,7 @@ class OfflineSession:
     samples: list[DebugSample] = field(default_factory=list)
     plots: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)  # (title, series, iter, plot)
     console: list[str] = field(default_factory=list)  # one entry a line
+    monitor: list[tuple[str, str, float]] = field(default_factory=list)  # the resource monitor's (title, series, value)
     task: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,8 +60,9 @@ def read_session(folder: Path) -> OfflineSession:
     for event in _events(folder / "metrics.jsonl"):
         title, series, iteration = event["metric"], event["variant"], event["iter"]
         if title.startswith(MONITOR_TITLE_PREFIX):
-            continue
-        if event["type"] == "training_stats_scalar":
+            if event["type"] == "training_stats_scalar":
+                session.monitor.append((title, series, event["value"]))
+        elif event["type"] == "training_stats_scalar":
             session.scalars[title, series, iteration, event["value"]] += 1
         elif event["type"] == "training_debug_image":
             session.samples.append(DebugSample(title, series, iteration, folder / "data" / event["key"]))
