@@ -12,20 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import MlflowStore
+from tests.support import MlflowStore, isolated_directory
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch) -> Iterator[str]:
     """A fresh working directory; no TRACELET_* or MLflow settings leak in from the machine."""
-    for name in list(os.environ):
-        if name.startswith(("TRACELET_", "MLFLOW_", "OTEL_", "WANDB_", "CLEARML_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    yield str(tmp_path)
-    import tracelet_otel
-
-    tracelet_otel.stop_logging()
+    with isolated_directory(tmp_path, monkeypatch):
+        yield str(tmp_path)
 
 
 @pytest.fixture

@@ -19,6 +19,22 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
+# What a developer's machine may have set for tracelet, MLflow, OpenTelemetry, W&B or ClearML.
+MACHINE_SETTINGS = ("TRACELET_", "MLFLOW_", "OTEL_", "WANDB_", "CLEARML_", "TRAINS_")
+
+
+@contextlib.contextmanager
+def isolated_directory(directory: Any, monkeypatch: Any) -> Iterator[None]:
+    """Work in ``directory`` with none of the machine's settings, and end any run a test left open."""
+    for name in list(os.environ):
+        if name.startswith(MACHINE_SETTINGS):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(directory)
+    yield
+    import tracelet_otel
+
+    tracelet_otel.stop_logging()
+
 
 def event_files(logdir: str) -> Iterator[str]:
     for directory, _, names in os.walk(logdir):

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import isolated_directory
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch) -> Iterator[Path]:
     """A fresh working directory; no tracelet or ClearML settings leak in from the machine."""
-    for name in list(os.environ):
-        if name.startswith(("TRACELET_", "CLEARML_", "TRAINS_", "OTEL_", "MLFLOW_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    import tracelet_otel
-
-    tracelet_otel.stop_logging()
+    with isolated_directory(tmp_path, monkeypatch):
+        yield tmp_path
 
 
 @pytest.fixture

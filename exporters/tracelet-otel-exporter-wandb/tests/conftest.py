@@ -9,21 +9,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import isolated_directory
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch) -> Iterator[str]:
-    for name in list(os.environ):
-        if name.startswith(("TRACELET_", "WANDB_", "OTEL_", "MLFLOW_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-root"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    os.makedirs(tmp_path / "wandb-root")
-    monkeypatch.chdir(tmp_path)
-    yield str(tmp_path)
-    import tracelet_otel
-
-    tracelet_otel.stop_logging()
+    with isolated_directory(tmp_path, monkeypatch):
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-root"))
+        monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+        os.makedirs(tmp_path / "wandb-root")
+        yield str(tmp_path)
     if "wandb" in sys.modules:  # W&B reads WANDB_* once per process; the next test has its own
         sys.modules["wandb"].teardown()
 
