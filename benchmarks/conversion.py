@@ -31,12 +31,12 @@ from opentelemetry.sdk.trace import Event, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from torch.utils.tensorboard.summary import scalar
 
-from tracelet_otel.artifacts import ArtifactStore
 from tracelet_otel.bridge._decode import decode_request
 from tracelet_otel.capture.journal import FrameType, JournalReader, JournalWriter, encode_event, encode_json
 from tracelet_otel.config import Options
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Spool
+from tracelet_otel.payloads import ArtifactStore
 from tracelet_otel.records import Record, RecordKind
 from tracelet_otel.telemetry import events, semconv
 from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN, Emitter

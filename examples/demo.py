@@ -55,7 +55,7 @@ def main() -> None:
     stopped = tracelet_otel.stop_logging()
 
     mlflow = stopped.backends["mlflow"]
-    delivered = stopped.delivery["mlflow"]["delivered"]
+    delivered = stopped.delivery["mlflow"].delivered
     store = mlflow.reference["tracking_uri"]
     print(f"\nDelivered {delivered} records to MLflow run {mlflow.run_id} (experiment 'tracelet-otel-demo').")
     print(f"TensorBoard event files: {os.path.abspath('runs/demo')}")

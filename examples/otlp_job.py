@@ -33,9 +33,10 @@ def main() -> None:
                 writer.add_histogram("Weights/Layer1", model[0].weight, step)
                 writer.add_image("Weights/Layer1/Image", model[0].weight.detach().unsqueeze(0), step, dataformats="CHW")
     stopped = tracelet_otel.stop_logging()
-    sent = stopped.delivery["otlp"] if stopped else {}
-    print(f"Run {run.run_id}: {sent.get('delivered', 0)} records sent over OTLP, "
-          f"{sent.get('undelivered', 0)} still waiting in {sent.get('spool')}")
+    if stopped is not None:
+        sent = stopped.delivery["otlp"]
+        print(f"Run {run.run_id}: {sent.delivered} records sent over OTLP, {sent.undelivered} still waiting in "
+              f"{sent.spool}")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ from tests.support import MlflowStore, comparable, event_files, scalars_in
 
 BIN = os.path.dirname(sys.executable)
 
-# Importing torch or tensorboardX fails in the bridge and its delivery processes: it must run without them.
+# Importing torch, tensorboardX or TensorBoard fails in the bridge and its delivery processes: it must run without
+# them (docs/collector.md, "Installing the bridge").
 _WITHOUT_TORCH = textwrap.dedent("""
     import sys
 
     class _Absent:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "tensorboardX"):
+            if name.split(".")[0] in ("torch", "tensorboardX", "tensorboard"):
                 raise ModuleNotFoundError(f"No module named {name!r} (the bridge must run without it)")
             return None
 
@@ -61,7 +62,7 @@ TRAINING = textwrap.dedent("""
         print(json.dumps({"phase": phase, "run_id": run.run_id}), flush=True)
     writer.close()
     stopped = tracelet_otel.stop_logging()
-    print(json.dumps({"delivery": stopped.delivery["otlp"]}), flush=True)
+    print(json.dumps({"delivery": stopped.delivery["otlp"].to_json()}), flush=True)
 """)
 
 

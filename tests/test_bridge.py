@@ -188,7 +188,8 @@ def test_sigterm_ends_the_bridge_cleanly_and_the_next_one_delivers_what_it_ackno
 
 
 def test_a_delivery_process_that_dies_is_started_again_and_delivers(bridge, store):
-    (deliverer,) = [pid for pid, command in processes_below(bridge.pid).items() if "_deliverer mlflow" in command]
+    (deliverer,) = [pid for pid, command in processes_below(bridge.pid).items()
+                    if "tracelet_otel.delivery mlflow --bridge" in command]
     os.kill(deliverer, signal.SIGKILL)
 
     run_id = uuid.uuid4().hex

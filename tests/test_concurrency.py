@@ -15,7 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
 from tests.support import event_files, scalars_in
-from tracelet_otel.capture._capture import LOST_IN_FORKED_CHILD
+from tracelet_otel.reports import DropReason
 
 # Writers forked workers reach through the module, as GlobalSummaryWriter's own documentation shows.
 _global_writer: Any = None
@@ -150,4 +150,4 @@ def test_what_a_forked_child_logs_through_a_torch_writer_of_the_parent_is_counte
     (path,) = event_files(str(tmp_path / "runs"))
     assert [tag for tag, *_ in scalars_in(path)] == ["kept"]
     assert set(mlflow_store.run(run.backends["mlflow"].run_id).data.metrics) == {"kept"}
-    assert run.capture["dropped"] == {LOST_IN_FORKED_CHILD: 1}
+    assert run.capture["dropped"] == {DropReason.LOST_IN_FORKED_CHILD: 1}

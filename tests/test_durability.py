@@ -31,9 +31,11 @@ TRAINING = textwrap.dedent("""
     writer.flush()
     time.sleep(0.5)  # the capture thread journals every 50 ms
     print("LOGGED", flush=True)
-    for step in range(int(sys.argv[2]), int(sys.argv[3])):
+    if int(sys.argv[3]) > int(sys.argv[2]):
         sys.stdin.readline()
-        writer.add_scalar("loss", step / 1000, step)
+        for step in range(int(sys.argv[2]), int(sys.argv[3])):
+            writer.add_scalar("loss", step / 1000, step)
+        writer.flush()
         time.sleep(0.5)
         print("LOGGED", flush=True)
     time.sleep(3600)
@@ -94,10 +96,9 @@ def test_after_a_hard_kill_of_everything_replay_delivers_into_the_same_run_exact
     store = MlflowStore(server.uri)
     process = start_training(tmp_path, server.uri, 200, 260)
     server.kill()  # what follows can only be journaled and spooled
-    for _ in range(60):
-        process.stdin.write("\n")
-        process.stdin.flush()
-        assert process.stdout.readline() == "LOGGED\n"
+    process.stdin.write("\n")
+    process.stdin.flush()
+    assert process.stdout.readline() == "LOGGED\n"
     os.killpg(process.pid, signal.SIGKILL)  # training, agent and delivery worker: a preempted job
     process.wait()
     server.start()
@@ -153,7 +154,9 @@ def test_a_batch_sent_again_after_a_crash_is_stored_once(mlflow_store, tmp_path)
     rows leave the spool, so the resend is made the way an agent crash makes one: the journal is converted and
     spooled again from the start.)"""
     process = start_training(tmp_path, mlflow_store.uri, 300, 300)
-    time.sleep(3)  # the delivery worker has sent everything by now
+    deadline = time.monotonic() + 60
+    while steps(mlflow_store) != list(range(300)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the delivery process has sent everything
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert steps(mlflow_store) == list(range(300))
@@ -177,16 +180,17 @@ def test_an_unreadable_event_in_the_journal_is_counted_and_the_rest_still_arrive
 
     from tracelet_otel.capture import journal
     from tracelet_otel.config import Options
-    from tracelet_otel.runspec import JOURNAL_NAME, RunSpec
+    from tracelet_otel.layout import RunDirectory
+    from tracelet_otel.runspec import RunSpec
 
-    run_dir = tmp_path / ".tracelet" / "runs" / "crashed"
-    run_dir.mkdir(parents=True)
+    run_dir = RunDirectory.of(str(tmp_path / ".tracelet"), "crashed")
+    os.makedirs(run_dir.path)
     RunSpec("crashed", "unreadable", "durability", ("mlflow",), Options(
         spool_dir=str(tmp_path / ".tracelet"), backend_options={"mlflow_tracking_uri": mlflow_store.uri})).save(
-        str(run_dir))
+        run_dir.spec)
     good = [Event(summary=scalar("loss", step / 10), step=step, wall_time=1.7e9 + step).SerializeToString()
             for step in range(3)]
-    with open(run_dir / JOURNAL_NAME, "wb") as file:
+    with open(run_dir.journal, "wb") as file:
         file.write(journal.encode_json(journal.FrameType.WRITER, {"id": 1, "logdir": str(tmp_path), "call": None}))
         file.write(journal.encode_event(1, good[0]))
         file.write(journal.encode_event(1, b"\xff not an event"))

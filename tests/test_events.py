@@ -1,18 +1,23 @@
-"""Records survive the trip through OpenTelemetry span events unchanged, and no event is ever dropped."""
+"""Records survive every trip unchanged (span events, the spool, OTLP to the bridge), and no event is ever
+dropped."""
 
 from __future__ import annotations
 
 import math
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tracelet_otel.bridge._decode import decode_request
+from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.records import Blob, Record, RecordKind
 from tracelet_otel.telemetry import events, semconv
-from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN, Emitter
+from tracelet_otel.telemetry.emitter import Emitter
+from tracelet_otel.telemetry.spans import EVENTS_PER_SPAN, SpanBuilder
 
 RECORDS = [
     Record(RecordKind.SCALAR, "validation/loss", 2**62, 1700000000.123456, writer="validation",
@@ -25,15 +30,37 @@ RECORDS = [
 ]
 
 
+def comparable(record: Record | None) -> object:
+    """NaN is not equal to itself; everything else of a record must come back exactly."""
+    assert record is not None
+    return record._replace(value="nan") if record.value is not None and math.isnan(record.value) else record
+
+
+def test_the_records_below_set_every_field_of_a_record():
+    for name, default in zip(Record._fields, (None,) * 4 + tuple(Record._field_defaults.values()), strict=True):
+        assert any(getattr(record, name) not in (default, None) for record in RECORDS), name
+
+
 def test_encode_then_decode_gives_the_same_record():
     for record in RECORDS:
         name, attributes, timestamp = events.encode(record)
-        decoded = events.decode(name, attributes)
-        if record.value is not None and math.isnan(record.value):
-            assert decoded is not None and math.isnan(decoded.value)
-        else:
-            assert decoded == record
+        assert comparable(events.decode(name, attributes)) == comparable(record)
         assert timestamp == int(record.wall_time * 1e9)
+
+
+def test_every_field_survives_an_sdk_span_the_spool_and_otlp_to_the_bridge(tmp_path):
+    spans, _ = emit(RECORDS)
+    assert [comparable(record) for record in events.decode_span_events(spans)] == list(map(comparable, RECORDS))
+
+    spool = Spool(str(tmp_path / "spool.sqlite"))
+    spool.append(RECORDS)
+    assert [comparable(record) for _, record in spool.pending(100)] == list(map(comparable, RECORDS))
+    spool.close()
+
+    span = SpanBuilder(Resource.create({semconv.RESOURCE_RUN_ID: "run"})).record_span(RECORDS, first_seq=1)
+    (batch,) = decode_request(encode_spans([span])).runs.values()
+    assert [(seq, comparable(record)) for seq, record in batch.records] == list(
+        enumerate(map(comparable, RECORDS), start=1))
 
 
 def test_events_of_other_instrumentations_are_ignored():

@@ -18,7 +18,7 @@ import tracelet_otel
 from tests.support import helper_processes
 from tracelet_otel.backends import RunInfo
 from tracelet_otel.capture import journal
-from tracelet_otel.delivery import Delivery, DeliveryCounters, Spool, TrackerSpanExporter
+from tracelet_otel.delivery import Delivery, Spool, TrackerSpanExporter
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.records import Record, RecordKind
 from tracelet_otel.telemetry import events
@@ -91,7 +91,7 @@ def test_the_sender_keeps_delivering_after_an_unexpected_error(mlflow_store, tmp
         return real_pending(limit)
 
     monkeypatch.setattr(spool, "pending", pending_failing_once)
-    sender = Sender(spool, backend_run, DeliveryCounters())
+    sender = Sender(spool, backend_run)
     assert sender.drain(30)
     sender.stop()
     assert failures and len(mlflow_store.client.get_metric_history(backend_run.run_id, "loss")) == 50
@@ -99,10 +99,10 @@ def test_the_sender_keeps_delivering_after_an_unexpected_error(mlflow_store, tmp
 
 
 def test_a_start_that_fails_after_the_runs_opened_leaves_no_run_and_no_process(mlflow_store, monkeypatch):
-    def broken(self, **kwargs):
+    def broken(sink):
         raise RuntimeError("instrumentation broke")
 
-    monkeypatch.setattr(tracelet_otel.TensorBoardInstrumentor, "_instrument", broken)
+    monkeypatch.setattr(tracelet_otel.capture, "install", broken)
     with pytest.raises(RuntimeError, match="instrumentation broke"):
         tracelet_otel.start_logging("doomed", "tracelet-tests")
 
@@ -151,8 +151,8 @@ def test_a_helper_whose_imports_print_to_stdout_still_reports(mlflow_store, tmp_
 
 def test_a_payload_gone_from_its_store_is_dropped_and_counted_not_retried_forever(mlflow_store, tmp_path):
     """A retention rule or a person removed the file: the other records of the batch still arrive."""
-    from tracelet_otel.artifacts import ArtifactStore
-    from tracelet_otel.delivery.sender import MISSING_PAYLOAD
+    from tracelet_otel.payloads import ArtifactStore
+    from tracelet_otel.reports import DropReason
     from tracelet_otel_mlflow import MlflowBackend
 
     blob = ArtifactStore(str(tmp_path / "store")).put(b"not a real png", "image/png")
@@ -160,10 +160,10 @@ def test_a_payload_gone_from_its_store_is_dropped_and_counted_not_retried_foreve
     spool = Spool(str(tmp_path / "spool.sqlite"))
     spool.append([*scalars(10), Record(RecordKind.IMAGE, "sample", 0, 1_700_000_000.0, blob=blob)])
     backend_run = MlflowBackend().open_run(RunInfo("ours", "missing-payload", "tracelet-tests"), {})
-    counters = DeliveryCounters()
-    sender = Sender(spool, backend_run, counters)
+    sender = Sender(spool, backend_run)
     assert sender.drain(30)
     sender.stop()
-    assert (counters.delivered, dict(counters.dropped)) == (10, {MISSING_PAYLOAD: 1})
+    counters = sender.counters
+    assert (counters.delivered, dict(counters.dropped)) == (10, {DropReason.PAYLOAD_MISSING: 1})
     assert len(mlflow_store.client.get_metric_history(backend_run.run_id, "loss")) == 10
     spool.close()

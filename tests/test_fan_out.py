@@ -1,9 +1,11 @@
 """One run to MLflow, W&B and ClearML at once: conversion happens once, each backend has its own spool and
-worker, and one that is down delays nothing for the others. W&B and ClearML run offline and are read back
-from their own files; MLflow is a real server that is SIGKILLed for a while."""
+worker, one that is down delays nothing for the others, and a histogram has the same bars in each. W&B and
+ClearML run offline and are read back from their own files; MLflow is a real server that is SIGKILLed for a
+while."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -12,10 +14,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
 from tests.conftest import MlflowServer
-from tests.support import MlflowStore
+from tests.support import MlflowStore, event_files, events
 from tracelet_otel.delivery import Spool
-from tracelet_otel_clearml.offline import read_session, session_folders
-from tracelet_otel_wandb import read_run, run_directories
+from tracelet_otel.payloads import Histogram
+from tracelet_otel_clearml.testing import read_session, session_folders
+from tracelet_otel_wandb.testing import read_run, run_directories
 
 STEPS_PER_PHASE = 300
 
@@ -87,3 +90,45 @@ def test_a_tracker_that_is_down_delays_nothing_for_the_others(offline_trackers, 
                       if title == "loss") == everything
     finally:
         server.stop()
+
+
+def histograms_in(path: str) -> dict[str, Histogram]:
+    """The histograms of one event file, as tracelet-otel stores their payload."""
+    found = {}
+    for event in events(path):
+        for value in event.summary.value:
+            if value.WhichOneof("value") == "histo":
+                histo = value.histo
+                found[value.tag] = Histogram.from_json({
+                    "min": histo.min, "max": histo.max, "num": histo.num, "sum": histo.sum,
+                    "sum_squares": histo.sum_squares, "bucket_limit": list(histo.bucket_limit),
+                    "bucket": list(histo.bucket)})
+    return found
+
+
+def test_one_histogram_has_the_same_bars_in_wandb_and_clearml_as_in_tensorboards_view(
+        offline_trackers, mlflow_store, tmp_path):
+    import torch
+
+    tracelet_otel.start_logging("histograms", "tracelet-tests", backend=["mlflow", "wandb", "clearml"])
+    with SummaryWriter(str(tmp_path / "runs")) as writer:
+        writer.add_histogram("weights", torch.randn(2000, generator=torch.Generator().manual_seed(0)), 0)
+        writer.add_histogram_raw("raw", min=0.5, max=2.5, num=4, sum=5.0, sum_squares=8.0, bucket_limits=[1, 2, 3],
+                                 bucket_counts=[1, 2, 1], global_step=1)
+    run = tracelet_otel.stop_logging()
+    (event_file,) = event_files(str(tmp_path / "runs"))
+    expected = {tag: histogram.bars() for tag, histogram in histograms_in(event_file).items()}
+    assert sorted(expected) == ["raw", "weights"]
+
+    (wandb_directory,) = run_directories(str(tmp_path / "wandb"), run.backends["wandb"].run_id)
+    in_wandb = {key: (value["bins"], value["values"]) for row in read_run(wandb_directory).history
+                for key, value in row.items() if isinstance(value, dict) and value.get("_type") == "histogram"}
+    (session,) = session_folders(tmp_path / "clearml-cache")
+    in_clearml = {series: plot["data"][0] for _, series, _, plot in read_session(session).plots}
+    for tag, bars in expected.items():
+        assert len(bars.counts) == 30
+        assert in_wandb[tag] == (pytest.approx(bars.edges), pytest.approx(bars.counts))
+        assert (in_clearml[tag]["x"], in_clearml[tag]["y"]) == (pytest.approx(bars.centres), pytest.approx(bars.counts))
+    # TensorBoard's raw buckets stay in MLflow, losslessly, beside the picture of the same bars.
+    stored = json.loads(mlflow_store.read_artifact(run.backends["mlflow"].run_id, "histograms/raw/step_1.json"))
+    assert (stored["bucket_limit"], stored["bucket"]) == ([1, 2, 3], [1, 2, 1])

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import MlflowServer
 from tests.support import MlflowStore, event_files, events
-from tracelet_otel_mlflow import logged_images
+from tracelet_otel_mlflow.testing import logged_images
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_STEPS = list(range(0, 200, 20))  # the demo logs its image and histogram every 20 steps

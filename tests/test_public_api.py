@@ -16,5 +16,5 @@ def test_exported_members():
 def test_entry_points_register_the_instrumentor_and_the_mlflow_backend():
     instrumentors = {e.name: e.value for e in entry_points(group="opentelemetry_instrumentor")}
     backends = {e.name: e.value for e in entry_points(group="tracelet_otel_backends")}
-    assert instrumentors["tensorboard"] == "tracelet_otel.capture:TensorBoardInstrumentor"
+    assert instrumentors["tensorboard"] == "tracelet_otel.instrumentor:TensorBoardInstrumentor"
     assert backends["mlflow"] == "tracelet_otel_mlflow:MlflowBackend"

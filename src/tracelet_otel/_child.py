@@ -1,11 +1,25 @@
-"""Helper processes and the JSON-lines protocol they speak on a pipe of their own.
+"""Helper processes, and the one protocol every helper speaks with the process that started it.
 
-The agent and the delivery workers each report to the process that started them with one JSON object a line:
-their own messages (``ready``, ``done``, ``error``), and their warnings as ``{"log": ...}``, which the reader
-re-emits so a worker's warning travels worker -> agent -> training, into the logging the user configured.
+The helpers are the agent (``python -m tracelet_otel.agent RUN_DIR``, started by ``start_logging``) and the
+delivery process (``python -m tracelet_otel.delivery BACKEND``, started by each tracker exporter of an agent, and
+by the bridge). Both directions carry the same kind of line: one JSON object with a ``type``, one of the
+messages below. The parent writes on the helper's stdin:
 
-The protocol pipe is passed to the helper alone (its descriptor is named by ``TRACELET_OTEL_HELPER``), so a
-library or a ``sitecustomize`` that prints at import cannot corrupt it; the helper's stdout goes to stderr.
+* :class:`Deliver` ``spool``: records were appended to that spool; deliver them (opening its run first);
+* :class:`Finish` ``status, timeout, spool``: nothing more will come; deliver for up to ``timeout`` seconds
+  (None: until everything is delivered), then end the run with ``status``. The agent takes it without a spool.
+
+The helper answers on a pipe of its own (its descriptor is named by ``TRACELET_OTEL_HELPER``), so that a
+library or a ``sitecustomize`` that prints at import cannot corrupt the protocol; its stdout goes to stderr:
+
+* :class:`Ready` ``runs``: the helper is up; the agent names each backend's run, the delivery process none;
+* :class:`Opened` ``spool, run``: the delivery process opened (created or reopened) the spool's run;
+* :class:`Ended` ``spool, status``: it ended the spool's run, or, with no status, stopped at the deadline with
+  records left in the spool (``tracelet-otel replay`` delivers them);
+* :class:`Done` ``summary``: the agent delivered and ended its runs; its counters;
+* :class:`Failed` ``error, spool``: the helper (no spool) or the delivery of one spool could not start;
+* :class:`Log` ``name, level, message``: a warning of the helper, re-emitted by the parent into the logging the
+  user configured, so that a worker's warning travels worker -> agent -> training.
 
 A helper never starts a run and never patches anything, whatever its environment says: the variable marks it
 (the instrumentor honours the mark), and it starts without ``opentelemetry-instrument``'s auto-instrumentation
@@ -16,6 +30,7 @@ without resolving links, so through a linked virtualenv every child would run al
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import json
@@ -25,10 +40,15 @@ import queue
 import subprocess
 import sys
 import threading
-from typing import IO, Any, TextIO
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, ClassVar, TextIO
 
-__all__ = ["BACKGROUND_NICENESS", "HELPER_VARIABLE", "Child", "LogForwarder", "become_helper",
-           "is_helper_process", "python_path_without_auto_instrumentation", "try_lock"]
+from tracelet_otel._backend import BackendRunHandle
+
+__all__ = ["BACKGROUND_NICENESS", "HELPER_VARIABLE", "Child", "Deliver", "Done", "Ended", "Failed", "Finish",
+           "HelperChannel", "Log", "Message", "Opened", "Ready", "become_helper", "is_helper_process",
+           "python_path_without_auto_instrumentation", "try_lock"]
 
 _logger = logging.getLogger("tracelet_otel")
 
@@ -36,10 +56,169 @@ BACKGROUND_NICENESS = 5
 HELPER_VARIABLE = "TRACELET_OTEL_HELPER"  # set in helpers only: the descriptor of their protocol pipe
 
 
+# -- messages ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Message:
+    kind: ClassVar[str]  # the line's "type"
+    _kinds: ClassVar[dict[str, type[Message]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Message._kinds[cls.kind] = cls
+
+    def to_line(self) -> str:
+        return json.dumps({"type": self.kind, **self._fields()}) + "\n"
+
+    def _fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def _from_fields(cls, body: dict[str, Any]) -> Message:
+        return cls(**body)
+
+    @staticmethod
+    def from_line(line: str) -> Message:
+        """Raises:
+        ValueError: the line is not one of the messages (a library printed where it should not).
+        """
+        try:
+            body = json.loads(line)
+            return Message._kinds[body.pop("type")]._from_fields(body)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a tracelet-otel helper message: {line[:200]!r}") from error
+
+
+@dataclass(frozen=True)
+class Deliver(Message):
+    kind = "deliver"
+    spool: str
+
+
+@dataclass(frozen=True)
+class Finish(Message):
+    kind = "finish"
+    status: str
+    timeout: float | None = None
+    spool: str | None = None
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    kind = "ready"
+    runs: Mapping[str, BackendRunHandle] = field(default_factory=dict)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"runs": {name: run.to_json() for name, run in self.runs.items()}}
+
+    @classmethod
+    def _from_fields(cls, body: dict[str, Any]) -> Message:
+        return cls({name: BackendRunHandle.from_json(run) for name, run in body["runs"].items()})
+
+
+@dataclass(frozen=True)
+class Opened(Message):
+    kind = "opened"
+    spool: str
+    run: BackendRunHandle
+
+    def _fields(self) -> dict[str, Any]:
+        return {"spool": self.spool, "run": self.run.to_json()}
+
+    @classmethod
+    def _from_fields(cls, body: dict[str, Any]) -> Message:
+        return cls(body["spool"], BackendRunHandle.from_json(body["run"]))
+
+
+@dataclass(frozen=True)
+class Ended(Message):
+    kind = "ended"
+    spool: str
+    status: str | None
+
+
+@dataclass(frozen=True)
+class Done(Message):
+    kind = "done"
+    summary: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed(Message):
+    kind = "failed"
+    error: str
+    spool: str | None = None
+
+
+@dataclass(frozen=True)
+class Log(Message):
+    kind = "log"
+    name: str
+    level: int
+    message: str
+
+
+# -- the helper's side -------------------------------------------------------------------------------------------
 def is_helper_process() -> bool:
     return HELPER_VARIABLE in os.environ
 
 
+class HelperChannel:
+    """A helper's end of the protocol: messages out on its pipe (from any thread), commands in from stdin."""
+
+    def __init__(self, pipe: TextIO) -> None:
+        self._pipe = pipe
+        self._lock = threading.Lock()
+
+    def send(self, message: Message) -> None:
+        with self._lock:
+            self._pipe.write(message.to_line())
+            self._pipe.flush()
+
+    def commands(self) -> Iterator[Message]:
+        """The parent's messages until its end of input (it stopped, or died)."""
+        for line in sys.stdin:
+            try:
+                yield Message.from_line(line)
+            except ValueError as error:  # never let one odd line end the conversation
+                _logger.error("tracelet-otel: ignored a control line: %s", error)
+
+
+class _LogForwarder(logging.Handler):
+    """In a helper process: sends tracelet_otel warnings to the parent instead of stderr."""
+
+    def __init__(self, channel: HelperChannel) -> None:
+        super().__init__(logging.WARNING)
+        self._channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._channel.send(Log(record.name, record.levelno, record.getMessage()))
+
+
+def become_helper() -> HelperChannel:
+    """Set up a helper process; returns its end of the protocol.
+
+    tracelet_otel warnings go to the parent, and the process yields to training when cores are short.
+    """
+    channel = HelperChannel(os.fdopen(int(os.environ[HELPER_VARIABLE]), "w", buffering=1))
+    logger = logging.getLogger("tracelet_otel")
+    logger.addHandler(_LogForwarder(channel))
+    logger.propagate = False
+    os.nice(BACKGROUND_NICENESS)
+    return channel
+
+
+def try_lock(path: str) -> IO[str] | None:
+    """An exclusive lock on ``path``, held until the returned file is closed; None if another process has it."""
+    lock = open(path, "a")  # noqa: SIM115 - the caller holds it open as long as it needs the lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+# -- the parent's side -------------------------------------------------------------------------------------------
 def _auto_instrumentation_directory() -> str | None:
     try:
         spec = importlib.util.find_spec("opentelemetry.instrumentation.auto_instrumentation")
@@ -64,47 +243,8 @@ def _helper_environment(protocol_fd: int) -> dict[str, str]:
     return environment
 
 
-class LogForwarder(logging.Handler):
-    """In a helper process: sends tracelet_otel warnings to the parent instead of stderr."""
-
-    def __init__(self, protocol: TextIO) -> None:
-        super().__init__(logging.WARNING)
-        self._protocol = protocol
-        self._write_lock = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = {"log": {"name": record.name, "level": record.levelno, "message": record.getMessage()}}
-        with self._write_lock:
-            self._protocol.write(json.dumps(message) + "\n")
-            self._protocol.flush()
-
-
-def become_helper() -> TextIO:
-    """Set up a helper process; returns its protocol stream.
-
-    tracelet_otel warnings go to the parent, and the process yields to training when cores are short.
-    """
-    protocol = os.fdopen(int(os.environ[HELPER_VARIABLE]), "w", buffering=1)
-    logger = logging.getLogger("tracelet_otel")
-    logger.addHandler(LogForwarder(protocol))
-    logger.propagate = False
-    os.nice(BACKGROUND_NICENESS)
-    return protocol
-
-
-def try_lock(path: str) -> IO[str] | None:
-    """An exclusive lock on ``path``, held until the returned file is closed; None if another process has it."""
-    lock = open(path, "a")  # noqa: SIM115 - the caller holds it open as long as it needs the lock
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return None
-    return lock
-
-
 class Child:
-    """A helper process, seen from the process that started it; ``stdin`` takes its control lines."""
+    """A helper process, seen from the process that started it."""
 
     def __init__(self, command: list[str]) -> None:
         read_fd, write_fd = os.pipe()
@@ -117,36 +257,38 @@ class Child:
         finally:
             os.close(write_fd)  # the child has its copy: end of file once it exits
         self._protocol = os.fdopen(read_fd, "r")
-        self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._messages: queue.Queue[Message | None] = queue.Queue()
         threading.Thread(target=self._read, name="tracelet-otel-child-reader", daemon=True).start()
 
     def _read(self) -> None:
         with self._protocol:
             for line in self._protocol:
                 try:
-                    message = json.loads(line)
-                except ValueError:  # not ours: never let one odd line end the conversation
-                    _logger.debug("tracelet-otel: ignored a line from a helper: %r", line[:200])
+                    message = Message.from_line(line)
+                except ValueError as error:  # not ours: never let one odd line end the conversation
+                    _logger.debug("tracelet-otel: %s", error)
                     continue
-                log = message.get("log") if isinstance(message, dict) else None
-                if log is not None:
-                    logging.getLogger(log["name"]).log(log["level"], log["message"])
-                elif isinstance(message, dict):
+                if isinstance(message, Log):
+                    logging.getLogger(message.name).log(message.level, message.message)
+                else:
                     self._messages.put(message)
-        self._messages.put({})  # end of output
+        self._messages.put(None)  # end of output
 
-    def message(self, timeout: float) -> dict[str, Any]:
-        """The next message, or ``{"error": ...}`` if none comes in time or the process ended."""
+    def receive(self, timeout: float) -> Message:
+        """The next message; :class:`Failed` if none comes in time or the process ended."""
         try:
             message = self._messages.get(timeout=timeout)
         except queue.Empty:
-            return {"error": f"no answer within {timeout:.0f}s"}
-        return message or {"error": f"the process exited with status {self.process.wait()}"}
+            return Failed(f"no answer within {timeout:.0f}s")
+        if message is None:
+            self._messages.put(None)  # every later call learns it too
+            return Failed(f"the process exited with status {self.process.wait()}")
+        return message
 
-    def tell(self, line: str) -> None:
-        """Send a control line; a helper that is gone has nothing to be told (its spool keeps everything)."""
+    def send(self, message: Message) -> None:
+        """A helper that is gone has nothing to be told (its spool keeps everything)."""
         with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-            self.process.stdin.write(line + "\n")  # type: ignore[union-attr]
+            self.process.stdin.write(message.to_line())  # type: ignore[union-attr]
             self.process.stdin.flush()  # type: ignore[union-attr]
 
     def end_input(self) -> None:
@@ -162,6 +304,9 @@ class Child:
             status = self.process.wait()
         self.end_input()
         return status
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
 
 
 def _stderr_fd() -> int:

@@ -15,15 +15,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracelet_otel import capture
 from tracelet_otel import environment_variables as env
-from tracelet_otel._child import Child
-from tracelet_otel.backends import DISCARD, load_backend
-from tracelet_otel.capture import Capture, TensorBoardInstrumentor
+from tracelet_otel._backend import BackendRunHandle, load_backend
+from tracelet_otel._child import Child, Done, Failed, Finish, Message, Ready
 from tracelet_otel.config import Options
+from tracelet_otel.errors import RunNotStarted
+from tracelet_otel.layout import RunDirectory, leftover_runs
 from tracelet_otel.provenance import training_process
-from tracelet_otel.runspec import JOURNAL_NAME, RunSpec
+from tracelet_otel.reports import CaptureReport, DeliveryReport, RunStatus
+from tracelet_otel.runspec import RunSpec
 
-__all__ = ["BackendRunHandle", "Run", "start_logging", "stop_logging"]
+__all__ = ["Run", "start_logging", "stop_logging"]
 
 _logger = logging.getLogger("tracelet_otel")
 
@@ -31,25 +34,14 @@ AGENT_START_TIMEOUT_S = 120.0
 AGENT_EXIT_GRACE_S = 30.0
 
 
-@dataclass(frozen=True)
-class BackendRunHandle:
-    name: str
-    reference: Mapping[str, Any]
-    url: str | None
-
-    @property
-    def run_id(self) -> str | None:
-        """The backend's own id of the run (MLflow run id, ...)."""
-        value = self.reference.get("run_id")
-        return None if value is None else str(value)
-
-
 @dataclass
 class Run:
     """What ``start_logging`` returns; also a context manager that calls ``stop_logging`` on exit.
 
-    ``delivery`` is filled in by ``stop_logging``: per backend, records spooled, delivered, retried, dropped
-    (by reason) and left undelivered.
+    ``backends`` names each backend's run (``run.backends["mlflow"].run_id``). ``delivery`` and ``capture`` are
+    filled in by ``stop_logging``: a :class:`~tracelet_otel.reports.DeliveryReport` per backend (records
+    spooled, delivered, retried, dropped by reason, left undelivered) and a
+    :class:`~tracelet_otel.reports.CaptureReport` (what capture and conversion left out, by reason).
     """
 
     run_id: str
@@ -57,8 +49,8 @@ class Run:
     project: str | None
     directory: str
     backends: dict[str, BackendRunHandle]
-    delivery: dict[str, dict[str, Any]] = field(default_factory=dict)
-    capture: dict[str, Any] = field(default_factory=dict)
+    delivery: dict[str, DeliveryReport] = field(default_factory=dict)
+    capture: CaptureReport = field(default_factory=CaptureReport)
 
     def __enter__(self) -> Run:
         return self
@@ -72,12 +64,12 @@ def _start_agent(run_dir: str) -> Child:
     return Child([sys.executable, "-m", "tracelet_otel.agent", run_dir])
 
 
-def _end_agent(agent: Child, status: str, timeout: float) -> dict[str, Any]:
-    """Tell the agent training has ended, wait for its summary, and make sure it is gone."""
-    agent.tell(f"end {status}")
+def _end_agent(agent: Child, status: str, timeout: float) -> Message:
+    """Tell the agent training has ended, wait for its summary (``Done``), and make sure it is gone."""
+    agent.send(Finish(status))
     agent.end_input()
-    done = agent.message(timeout)
-    agent.wait(0 if "done" not in done else AGENT_EXIT_GRACE_S)
+    done = agent.receive(timeout)
+    agent.wait(AGENT_EXIT_GRACE_S if isinstance(done, Done) else 0)
     return done
 
 
@@ -85,7 +77,7 @@ def _end_agent(agent: Child, status: str, timeout: float) -> dict[str, Any]:
 class _ActiveRun:
     run: Run
     options: Options
-    capture: Capture | None
+    capture: capture.Capture | None
     agent: Child
 
 
@@ -137,8 +129,10 @@ def start_logging(
         The run handle, with our run id and each backend's run.
 
     Raises:
-        ValueError: an unknown backend or option (the message names the nearest valid one).
-        RuntimeError: a backend could not open its run (for example, an unreachable tracking server).
+        ConfigurationError: an unknown backend or option, or a value that cannot be read (the message names the
+            nearest valid one); a ``ValueError`` too.
+        RunNotStarted: a backend could not open its run (for example, an unreachable tracking server); a
+            ``RuntimeError`` too. Nothing is left behind: the runs other backends opened are undone.
 
     A run that is still active is stopped first, with a warning.
     """
@@ -153,58 +147,55 @@ def start_logging(
         options = Options.resolve(config, {name: kind for b in backends.values() for name, kind in b.options.items()})
         _warn_if_payloads_stay_here(names, options)
         run_id = uuid.uuid4().hex
-        run_dir = os.path.abspath(os.path.join(options.spool_dir, "runs", run_id))
-        os.makedirs(run_dir)
+        layout = RunDirectory.of(options.spool_dir, run_id)
+        os.makedirs(layout.path)
         spec = RunSpec(run_id=run_id,
                        exp_name=exp_name or os.environ.get(env.TRACELET_EXP_NAME) or time.strftime("run-%Y%m%d-%H%M%S"),
                        project=project or os.environ.get(env.TRACELET_PROJECT), backends=tuple(names),
                        options=_absolute_paths(options), rank=_rank(), source=training_process())
-        spec.save(run_dir)
-        open(os.path.join(run_dir, JOURNAL_NAME), "ab").close()
-        agent = _start_agent(run_dir)
-        ready = agent.message(AGENT_START_TIMEOUT_S)
-        if "ready" not in ready:
+        spec.save(layout.spec)
+        open(layout.journal, "ab").close()
+        agent = _start_agent(layout.path)
+        ready = agent.receive(AGENT_START_TIMEOUT_S)
+        if not isinstance(ready, Ready):
             agent.wait(0)
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was captured: nothing to replay
-            raise RuntimeError(f"tracelet-otel could not start run {run_id}: {ready.get('error')}")
-        run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=run_dir,
-                  backends={name: BackendRunHandle(name, body["run"], body["url"])
-                            for name, body in ready["ready"].items()})
+            shutil.rmtree(layout.path, ignore_errors=True)  # nothing was captured: nothing to replay
+            reason = ready.error if isinstance(ready, Failed) else f"unexpected {ready!r}"
+            raise RunNotStarted(f"tracelet-otel could not start run {run_id}: {reason}")
+        run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=layout.path,
+                  backends=dict(ready.runs))
         try:
-            capture = _capture(run_dir, options)
+            started = _capture(layout, options)
         except BaseException:
             # The runs are open and nothing was captured: undo them rather than leave empty runs behind.
-            _end_agent(agent, DISCARD, AGENT_EXIT_GRACE_S)
+            _end_agent(agent, RunStatus.DISCARD, AGENT_EXIT_GRACE_S)
             raise
-        _active = _ActiveRun(run, options, capture, agent)
+        _active = _ActiveRun(run, options, started, agent)
         _logger.info("tracelet-otel: run %s started (%s)", run_id, ", ".join(names))
-        _offer_replay(options.spool_dir, run_dir)
+        _offer_replay(options.spool_dir, layout)
         return run
 
 
-def _capture(run_dir: str, options: Options) -> Capture | None:
-    instrumentor = TensorBoardInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:  # the zero-code route's stand-by patches
-        instrumentor.uninstrument()
+def _capture(layout: RunDirectory, options: Options) -> capture.Capture | None:
+    """The run's capture, installed in place of any other (the zero-code route's stand-in)."""
+    capture.uninstall()
     if not options.track_tensorboard:
         return None
-    capture = Capture(os.path.join(run_dir, JOURNAL_NAME), options.max_spool_size)
+    started = capture.Capture(layout.journal, options.max_spool_size)
     try:
-        instrumentor.instrument(capture=capture, skip_dep_check=True)
+        capture.install(started)
     except BaseException:
-        instrumentor.uninstrument()
-        capture.close(DISCARD)
+        capture.uninstall()
+        started.close(RunStatus.DISCARD)
         raise
-    return capture
+    return started
 
 
-def _offer_replay(spool_dir: str, current_run_dir: str) -> None:
+def _offer_replay(spool_dir: str, current: RunDirectory) -> None:
     """Earlier runs that left records behind are named, with the command that delivers them. Delivering
     them here would send traffic the user did not ask for from a job that may not own those runs."""
-    from tracelet_otel.cli import leftover_runs
-
     try:
-        leftovers = [os.path.basename(run_dir) for run_dir in leftover_runs(spool_dir) if run_dir != current_run_dir]
+        leftovers = [run.run_id for run in leftover_runs(spool_dir) if run != current]
     except OSError as error:  # another agent removed its run meanwhile: the offer is a courtesy, never fatal
         _logger.debug("tracelet-otel: could not look for leftover runs: %s", error)
         return
@@ -248,34 +239,33 @@ def stop_logging() -> Run | None:
 
 def _stop(active: _ActiveRun) -> Run:
     if active.capture is not None:
-        TensorBoardInstrumentor().uninstrument()
+        capture.uninstall()
         active.capture.close()
-    done = _end_agent(active.agent, "FINISHED", active.options.stop_timeout + AGENT_EXIT_GRACE_S)
+    done = _end_agent(active.agent, RunStatus.FINISHED, active.options.stop_timeout + AGENT_EXIT_GRACE_S)
     run = active.run
-    summary = done.get("done")
-    if summary is None:
+    if not isinstance(done, Done):
+        reason = done.error if isinstance(done, Failed) else f"unexpected {done!r}"
         _logger.warning("tracelet-otel: the agent of run %s did not finish (%s); its spool keeps what was not "
-                        "delivered: run `tracelet-otel replay %s`", run.run_id, done.get("error"),
-                        active.options.spool_dir)
+                        "delivered: run `tracelet-otel replay %s`", run.run_id, reason, active.options.spool_dir)
         return run
-    run.delivery = summary["backends"]
-    dropped = Counter(summary["capture"]["dropped"]) + (active.capture.dropped if active.capture else Counter())
-    run.capture = {**summary["capture"], "dropped": dict(dropped)}
+    run.delivery = {name: DeliveryReport.from_json(body) for name, body in done.summary["backends"].items()}
+    dropped = Counter(done.summary["capture"]["dropped"]) + (active.capture.dropped if active.capture else Counter())
+    run.capture = CaptureReport(dropped=dict(dropped))
     _report(run, active.options)
     return run
 
 
 def _report(run: Run, options: Options) -> None:
-    for name, counters in run.delivery.items():
-        if counters["undelivered"]:
+    for name, report in run.delivery.items():
+        if report.undelivered:
             _logger.warning("tracelet-otel: %d records of run %s were not delivered to %s within %.0fs; they are "
-                            "kept in %s. Deliver them with: tracelet-otel replay %s", counters["undelivered"],
-                            run.run_id, name, options.stop_timeout, counters["spool"], options.spool_dir)
-        if counters["dropped"]:
-            _logger.warning("tracelet-otel: %s dropped records of run %s: %s", name, run.run_id, counters["dropped"])
-    if run.capture["dropped"]:
+                            "kept in %s. Deliver them with: tracelet-otel replay %s", report.undelivered,
+                            run.run_id, name, options.stop_timeout, report.spool, options.spool_dir)
+        if report.dropped:
+            _logger.warning("tracelet-otel: %s dropped records of run %s: %s", name, run.run_id, dict(report.dropped))
+    if run.capture.dropped:
         _logger.warning("tracelet-otel: values not delivered in run %s, by reason: %s", run.run_id,
-                        run.capture["dropped"])
+                        dict(run.capture.dropped))
 
 
 def start_from_environment() -> Run | None:
@@ -287,13 +277,13 @@ def start_from_environment() -> Run | None:
     try:
         return start_logging()
     except Exception as error:
-        TensorBoardInstrumentor().uninstrument()
+        capture.uninstall()
         _logger.warning("tracelet-otel: could not start a run from the TRACELET_* environment (%s); training "
                         "continues and TensorBoard writes its files, but nothing is delivered", error)
         return None
 
 
-def active_capture() -> Capture | None:
+def active_capture() -> capture.Capture | None:
     """The capture of the active run, if one is active and captures."""
     active = _active
     return None if active is None else active.capture

@@ -1,16 +1,15 @@
 """The agent: a process beside training that turns the capture journal into OpenTelemetry and delivers it.
 
-``start_logging`` starts it with ``python -m tracelet_otel.agent RUN_DIR``. It reports ready (with each
-backend's run) on its protocol pipe, follows the journal until the end marker, until the training process says
-``end STATUS`` on its stdin (the journal may be unwritable: a full disk), or until the training process dies;
-then it waits for delivery up to ``stop_timeout``, ends the backend runs and reports its counters.
+``start_logging`` starts it with ``python -m tracelet_otel.agent RUN_DIR``. It reports ``Ready`` (with each
+backend's run, :mod:`tracelet_otel._child`), follows the journal until the end marker, until the training process
+sends ``Finish`` (the journal may be unwritable: a full disk), or until the training process dies; then it waits
+for delivery up to ``stop_timeout``, ends the backend runs and reports its counters (``Done``).
 Training pays only for an append per event; conversion, OpenTelemetry and export use the other core.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -24,15 +23,18 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from tracelet_otel._child import become_helper, try_lock
-from tracelet_otel.artifacts import ArtifactStore, RunPayloadStore
-from tracelet_otel.backends import DISCARD
+from tracelet_otel._backend import BackendRunHandle
+from tracelet_otel._child import Done, Failed, Finish, Ready, become_helper, try_lock
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.delivery.counters import delivery_observations
+from tracelet_otel.errors import RunBusy, RunNotStarted
+from tracelet_otel.layout import RunDirectory
+from tracelet_otel.payloads import ArtifactStore, RunPayloadStore
 from tracelet_otel.records import Record
-from tracelet_otel.runspec import JOURNAL_NAME, RunSpec, spool_path
+from tracelet_otel.reports import DropReason, RunStatus
+from tracelet_otel.runspec import RunSpec
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.emitter import Emitter
 from tracelet_otel.telemetry.providers import make_meter_provider, make_resource
@@ -43,14 +45,8 @@ _logger = logging.getLogger("tracelet_otel.agent")
 
 IDLE_POLL_S = 0.02
 FLUSH_POLL_S = 0.2
-LOCK_NAME = "agent.lock"
-PAYLOADS_NAME = "payloads"  # the run's default payload store, in its directory
 PAYLOAD_CLEANUP_EVERY_S = 0.5
 PROGRESS_EVERY_S = 5.0
-
-
-class AgentBusy(RuntimeError):
-    """Another agent is delivering this run right now."""
 
 
 class Agent:
@@ -61,17 +57,22 @@ class Agent:
     """
 
     def __init__(self, run_dir: str) -> None:
+        """Raises:
+        RunBusy: another process is delivering the run.
+        RunNotStarted: a backend could not open its run.
+        """
         self.run_dir = run_dir
-        lock = try_lock(os.path.join(run_dir, LOCK_NAME))
+        self._layout = RunDirectory(run_dir)
+        lock = try_lock(self._layout.lock)
         if lock is None:
-            raise AgentBusy(f"run {os.path.basename(run_dir)} is being delivered by another process")
+            raise RunBusy(f"run {self._layout.run_id} is being delivered by another process")
         self._lock = lock
-        self.spec = RunSpec.load(run_dir)
+        self.spec = RunSpec.load(self._layout.spec)
         resource = make_resource(self.spec.project, self.spec.exp_name, self.spec.run_id)
         self._meter_provider = make_meter_provider(resource)
         self.exporters: dict[str, TrackerSpanExporter] = {}
         for name in self.spec.backends:
-            path = spool_path(run_dir, name)
+            path = self._layout.spool(name)
             # A spool that exists already names its run: the agent was restarted, keep delivering there.
             delivery = None if os.path.exists(path) else Delivery(
                 name, None, dict(self.spec.options.backend_options or {}), dataclasses.asdict(self.spec.info))
@@ -79,7 +80,8 @@ class Agent:
 
         # The workers open their runs in parallel; then every span reaches every spool synchronously.
         try:
-            self.backend_runs = {name: exporter.wait_ready() for name, exporter in self.exporters.items()}
+            self.backend_runs: dict[str, BackendRunHandle] = {
+                name: exporter.wait_ready() for name, exporter in self.exporters.items()}
         except Exception:
             # No empty runs left behind: the runs that did open are undone, and nothing is left to replay.
             for exporter in self.exporters.values():
@@ -98,8 +100,7 @@ class Agent:
         if self.spec.options.artifact_store:  # a store the user named is theirs: nothing in it is removed
             store = ArtifactStore(self.spec.options.artifact_store)
         else:
-            store = self._payloads = RunPayloadStore(os.path.join(run_dir, PAYLOADS_NAME),
-                                                     self.spec.options.max_spool_size)
+            store = self._payloads = RunPayloadStore(self._layout.payloads, self.spec.options.max_spool_size)
         self._converter = EventConverter(self.spec.options, store, self.spec.rank)
         self._delivered_at_cleanup: list[int] | None = None
         self._next_cleanup = 0.0
@@ -108,7 +109,7 @@ class Agent:
         self._parent = os.getppid()
         self.end_status: str | None = None  # set by the journal's end marker or by request_end
         self._end_requested = threading.Event()
-        self._requested_status = "FINISHED"
+        self._requested_status = RunStatus.FINISHED
         self.damaged_journal_stretches = 0
 
     def request_end(self, status: str) -> None:
@@ -118,7 +119,7 @@ class Agent:
 
     def follow(self, *, until_end: bool = True) -> None:
         """Convert and spool the journal; with ``until_end`` keep following it until its end marker."""
-        reader = JournalReader(os.path.join(self.run_dir, JOURNAL_NAME))
+        reader = JournalReader(self._layout.journal)
         try:
             while True:
                 end_requested = self._end_requested.is_set()  # before reading: the journal is complete then
@@ -149,7 +150,7 @@ class Agent:
             if frame.type == FrameType.WRITER:
                 self._converter.register_writer(frame.json())
             elif frame.type == FrameType.END:
-                self.end_status = frame.payload.decode() or "FINISHED"
+                self.end_status = frame.payload.decode() or RunStatus.FINISHED
             elif frame.type == FrameType.DROPPED:
                 body = frame.json()
                 self._converter.dropped[body["reason"]] += body["count"]
@@ -170,7 +171,7 @@ class Agent:
             if frame.type == FrameType.EMBEDDING:
                 return self._converter.convert_embedding(frame.json())
         except Exception as error:
-            self._converter.dropped["unreadable event"] += 1
+            self._converter.dropped[DropReason.UNREADABLE_EVENT] += 1
             _logger.warning("tracelet-otel: an event could not be read and is counted as dropped: %s", error)
         return []
 
@@ -178,7 +179,7 @@ class Agent:
     def status(self) -> str:
         """How the backend runs end: as ``stop_logging`` said (``FINISHED``), ``KILLED`` when training died
         first, or ``DISCARD`` when ``start_logging`` failed."""
-        return self.end_status or "KILLED"
+        return self.end_status or RunStatus.KILLED
 
     def undelivered(self) -> dict[str, int]:
         return {name: exporter.spool.count() for name, exporter in self.exporters.items()}
@@ -190,7 +191,7 @@ class Agent:
         printed every few seconds.
         """
         self._emitter.end_span()
-        if self.status == DISCARD:
+        if self.status == RunStatus.DISCARD:
             timeout = 0.0
         deadline = time.monotonic() + timeout
         progress = on_progress or _ProgressLines()
@@ -201,19 +202,19 @@ class Agent:
         progress(self.undelivered())
         dropped = dict(self._converter.dropped)
         if self.damaged_journal_stretches:  # the values in them are lost; how many cannot be known
-            dropped["damaged stretch of the capture journal skipped"] = self.damaged_journal_stretches
-        summary: dict[str, Any] = {"backends": {}, "capture": {"dropped": dropped}}
-        for name, exporter in self.exporters.items():
-            summary["backends"][name] = exporter.close(self.status, max(0.0, deadline - time.monotonic()))
+            dropped[DropReason.DAMAGED_JOURNAL] = self.damaged_journal_stretches
+        reports = {name: exporter.close(self.status, max(0.0, deadline - time.monotonic()))
+                   for name, exporter in self.exporters.items()}
         self._span_processor.shutdown()
         self._meter_provider.shutdown()
-        if self.status == DISCARD or all(report["undelivered"] == 0 and report["finished"]
-                                         for report in summary["backends"].values()):
+        if self.status == RunStatus.DISCARD or all(report.undelivered == 0 and report.finished
+                                                   for report in reports.values()):
             shutil.rmtree(self.run_dir, ignore_errors=True)  # delivered: nothing left to replay, payloads included
         else:
             self._remove_delivered_payloads(recheck=True)  # replay needs only what still waits
         self._lock.close()
-        return summary
+        return {"backends": {name: report.to_json() for name, report in reports.items()},
+                "capture": {"dropped": dropped}}
 
     def _remove_delivered_payloads(self, recheck: bool = False) -> None:
         """Remove from the default store the payloads every backend has; a payload stays while any spool holds
@@ -253,26 +254,25 @@ class _ProgressLines:
 
 def main(argv: list[str] | None = None) -> int:
     run_dir = (argv or sys.argv[1:])[0]
-    protocol = become_helper()
+    channel = become_helper()
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     try:
         agent = Agent(run_dir)
     except Exception as error:
-        protocol.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
+        channel.send(Failed(str(error) if isinstance(error, RunNotStarted) else f"{type(error).__name__}: {error}"))
         return 1
-    protocol.write(json.dumps({"ready": agent.backend_runs}) + "\n")
-    threading.Thread(target=_follow_control, args=(agent,), name="tracelet-otel-control", daemon=True).start()
+    channel.send(Ready(agent.backend_runs))
+
+    def follow_control() -> None:
+        """``Finish`` from the training process; the end of input means it is gone."""
+        for message in channel.commands():
+            if isinstance(message, Finish):
+                agent.request_end(message.status)
+
+    threading.Thread(target=follow_control, name="tracelet-otel-control", daemon=True).start()
     agent.follow()
-    protocol.write(json.dumps({"done": agent.finish(agent.spec.options.stop_timeout)}) + "\n")
+    channel.send(Done(agent.finish(agent.spec.options.stop_timeout)))
     return 0
-
-
-def _follow_control(agent: Agent) -> None:
-    """``end STATUS`` from the training process; the end of input means it is gone."""
-    for line in sys.stdin:
-        words = line.split()
-        if words[:1] == ["end"] and len(words) == 2:
-            agent.request_end(words[1])
 
 
 if __name__ == "__main__":

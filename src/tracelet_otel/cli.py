@@ -19,35 +19,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tracelet_otel._child import try_lock
-from tracelet_otel.agent import LOCK_NAME, Agent, AgentBusy
 from tracelet_otel.config import parse_size
-from tracelet_otel.runspec import SPEC_NAME
+from tracelet_otel.errors import RunBusy
+from tracelet_otel.layout import leftover_runs
+from tracelet_otel.reports import DeliveryReport
 
-__all__ = ["leftover_runs", "main", "parser"]
+__all__ = ["main", "parser"]
 
 _BAR_WIDTH = 30
 TOKEN_VARIABLE = "TRACELET_OTEL_BRIDGE_TOKEN"  # the bridge's bearer token, when no --token-file names one
-
-
-def leftover_runs(spool_dir: str) -> list[str]:
-    """Run directories under ``spool_dir`` that still hold something to deliver and no agent is working on.
-
-    A run's directory is removed once everything was delivered, so whatever is left is owed.
-    """
-    runs = os.path.join(spool_dir, "runs")
-    if not os.path.isdir(runs):
-        return []
-    return sorted(os.path.join(runs, name) for name in os.listdir(runs)
-                  if os.path.exists(os.path.join(runs, name, SPEC_NAME)) and not _busy(os.path.join(runs, name)))
-
-
-def _busy(run_dir: str) -> bool:
-    lock = try_lock(os.path.join(run_dir, LOCK_NAME))
-    if lock is None:
-        return True
-    lock.close()
-    return False
 
 
 class _ProgressBar:
@@ -69,15 +49,18 @@ class _ProgressBar:
 
 def replay(spool_dir: str, timeout: float) -> int:
     """Deliver every leftover run; the exit status is 0 when everything was delivered."""
+    # Here, not at the top: `tracelet-otel serve` never needs the agent's stack (TensorBoard's protos among it).
+    from tracelet_otel.agent import Agent
+
     failures = 0
     runs = leftover_runs(spool_dir)
     if not runs:
         print(f"tracelet-otel: nothing to replay in {spool_dir}", file=sys.stderr)
-    for run_dir in runs:
-        run_id = os.path.basename(run_dir)
+    for run in runs:
+        run_id = run.run_id
         try:
-            agent = Agent(run_dir)
-        except AgentBusy as busy:  # started between the listing and now
+            agent = Agent(run.path)
+        except RunBusy as busy:  # started between the listing and now
             print(f"tracelet-otel: {busy}; skipped", file=sys.stderr)
             continue
         except Exception as error:  # the backend is unreachable: try again later
@@ -87,11 +70,12 @@ def replay(spool_dir: str, timeout: float) -> int:
         agent.follow(until_end=False)
         summary = agent.finish(timeout, _ProgressBar(run_id))
         print(file=sys.stderr)
-        for name, report in summary["backends"].items():
-            state = "delivered" if report["undelivered"] == 0 else f"{report['undelivered']} still undelivered"
-            print(f"tracelet-otel: run {run_id} -> {name} {report['run']}: {state}, "
-                  f"ended {report['finished'] or 'not yet'}", file=sys.stderr)
-            failures += report["undelivered"] > 0
+        for name, body in summary["backends"].items():
+            report = DeliveryReport.from_json(body)
+            state = "delivered" if report.undelivered == 0 else f"{report.undelivered} still undelivered"
+            print(f"tracelet-otel: run {run_id} -> {name} {report.run}: {state}, "
+                  f"ended {report.finished or 'not yet'}", file=sys.stderr)
+            failures += report.undelivered > 0
     return 1 if failures else 0
 
 

@@ -15,7 +15,7 @@
 
 Backends add their own options (``mlflow_tracking_uri`` for MLflow), each with a declared type, and their
 ``TRACELET_*`` variables are parsed by that type like the options above (``false`` is never true). An unknown
-option raises ``ValueError`` naming the nearest valid one.
+option raises ``ConfigurationError`` (a ``ValueError``) naming the nearest valid one.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tracelet_otel.environment_variables import OPTION_PREFIX
+from tracelet_otel.errors import ConfigurationError
 
 __all__ = ["Options", "parse_size"]
 
@@ -42,7 +43,7 @@ def parse_size(size: str | int | None) -> int | None:
     match = _SIZE.match(str(size))
     unit = (match.group(2) or "").upper() if match else ""
     if not match or (unit.rstrip("B") + "B" not in _UNITS and unit not in _UNITS):
-        raise ValueError(f"{size!r} is not a size; write it like '1MB', '512KiB' or 1048576")
+        raise ConfigurationError(f"{size!r} is not a size; write it like '1MB', '512KiB' or 1048576")
     unit = unit if unit in _UNITS else unit + "B"
     return int(float(match.group(1)) * _UNITS[unit])
 
@@ -53,7 +54,7 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{text!r} is not a boolean; use true or false")
+    raise ConfigurationError(f"{text!r} is not a boolean; use true or false")
 
 
 def _bool(value: Any) -> bool:
@@ -101,7 +102,11 @@ class Options:
         backend_option_types: Mapping[str, type],
         environ: Mapping[str, str] = os.environ,
     ) -> Options:
-        """Merge ``config`` over ``TRACELET_*`` variables over defaults, check every name and parse every value."""
+        """Merge ``config`` over ``TRACELET_*`` variables over defaults, check every name and parse every value.
+
+        Raises:
+            ConfigurationError: an unknown option, or a value its type cannot read.
+        """
         own = {f.name: f for f in fields(cls) if f.name != "backend_options"}
         valid = set(own) | set(backend_option_types)
         merged: dict[str, Any] = {}
@@ -113,9 +118,20 @@ class Options:
             if name not in valid:
                 nearest = difflib.get_close_matches(name, sorted(valid), n=1)
                 hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid options: {', '.join(sorted(valid))}"
-                raise ValueError(f"unknown tracelet_otel option {name!r}{hint}")
+                raise ConfigurationError(f"unknown tracelet_otel option {name!r}{hint}")
             merged[name] = value
-        values = {name: _PARSERS.get(name, _as_is)(value) for name, value in merged.items() if name in own}
-        backend_options = {name: None if value is None else _TYPE_PARSERS[backend_option_types[name]](value)
+        values = {name: _parsed(name, _PARSERS.get(name, _as_is), value) for name, value in merged.items()
+                  if name in own}
+        backend_options = {name: None if value is None else _parsed(name, _TYPE_PARSERS[backend_option_types[name]],
+                                                                     value)
                            for name, value in merged.items() if name in backend_option_types}
         return cls(**values, backend_options=backend_options)
+
+
+def _parsed(name: str, parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except ConfigurationError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(f"tracelet_otel option {name!r}: {value!r} cannot be read ({error})") from None

@@ -19,17 +19,19 @@ import numpy as np
 from google.protobuf import json_format, text_format
 from tensorboard.compat.proto import event_pb2, graph_pb2
 
-from tracelet_otel.artifacts import ArtifactStore, PayloadStoreFull
+from tracelet_otel._logging import OnceLogger
 from tracelet_otel.config import Options
+from tracelet_otel.errors import PayloadStoreFull
 from tracelet_otel.naming import WriterName, WriterNames
+from tracelet_otel.payloads import ArtifactStore
 from tracelet_otel.records import Blob, ParamValue, Record, RecordKind
+from tracelet_otel.reports import DropReason
 
 __all__ = ["EventConverter"]
 
 _logger = logging.getLogger("tracelet_otel.conversion")
 
 _MESH_COMPONENTS = {1: "VERTEX", 2: "FACE", 3: "COLOR"}
-STORE_FULL = "spool full (max_spool_size)"  # the reason the journal and the spools count such drops under
 
 
 class EventConverter:
@@ -40,7 +42,7 @@ class EventConverter:
         self._names = WriterNames(options.tensorboard_log_dir)
         self._writers: dict[int, WriterName] = {}
         self.dropped: Counter[str] = Counter()
-        self._warned: set[tuple[str, str]] = set()
+        self._warnings = OnceLogger(_logger)
 
     # -- journal frames --------------------------------------------------------------------------------------
     def register_writer(self, body: dict[str, Any]) -> None:
@@ -52,7 +54,7 @@ class EventConverter:
         try:
             return list(self._records(event, name))
         except PayloadStoreFull as full:  # a graph or run metadata: one payload, the event's only value
-            self._drop(event.WhichOneof("what"), STORE_FULL, str(full))
+            self._drop(event.WhichOneof("what"), DropReason.SPOOL_FULL, str(full))
             return []
 
     def convert_embedding(self, body: dict[str, Any]) -> list[Record]:
@@ -67,7 +69,7 @@ class EventConverter:
             try:
                 blob = self._store.put(data, media_type)
             except PayloadStoreFull as full:  # an embedding is delivered whole or not at all
-                self._drop(body["tag"], STORE_FULL, str(full))
+                self._drop(body["tag"], DropReason.SPOOL_FULL, str(full))
                 return []
             records.append(self._record(RecordKind.EMBEDDING, name, body["tag"], step, body["wall_time"],
                                         blob=blob, filename=filename))
@@ -85,9 +87,9 @@ class EventConverter:
                 try:
                     yield from self._summary_value(value, event, name)
                 except PayloadStoreFull as full:
-                    self._drop(value.tag, STORE_FULL, str(full))
+                    self._drop(value.tag, DropReason.SPOOL_FULL, str(full))
                 except Exception as error:  # one odd value must not lose the rest of the event
-                    self._drop(value.tag, f"unreadable {value.WhichOneof('value')}", str(error))
+                    self._drop(value.tag, DropReason.unreadable(value.WhichOneof("value")), str(error))
         elif what in ("graph_def", "meta_graph_def"):
             graph = graph_pb2.GraphDef.FromString(getattr(event, what)) if what == "graph_def" else None
             text = text_format.MessageToString(graph) if graph is not None else repr(getattr(event, what))
@@ -107,19 +109,19 @@ class EventConverter:
         if plugin == "hparams":  # metadata-only values: no value oneof is set
             yield from self._hparams(value, name, step, wall_time)
         elif kind == "histo":
-            if self._allowed(self._options.capture_histograms, tag, "capture_histograms is off"):
+            if self._allowed(self._options.capture_histograms, tag, "capture_histograms"):
                 yield self._record(RecordKind.HISTOGRAM, name, tag, step, wall_time,
                                    blob=self._json(_histogram(value.histo)))
         elif kind == "image":
             yield from self._image(value, name, step, wall_time)
         elif kind == "audio":
-            if self._allowed(self._options.capture_audio, tag, "capture_audio is off"):
+            if self._allowed(self._options.capture_audio, tag, "capture_audio"):
                 yield self._record(RecordKind.AUDIO, name, tag, step, wall_time,
                                    blob=self._store.put(value.audio.encoded_audio_string, "audio/wav"))
         elif kind == "tensor":
             yield from self._tensor(value, plugin, name, step, wall_time)
         else:
-            self._drop(tag, f"unsupported summary value {kind!r}")
+            self._drop(tag, DropReason.unsupported(str(kind)))
 
     def _tensor(self, value: Any, plugin: str, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
         tag = value.tag
@@ -173,16 +175,16 @@ class EventConverter:
     def _image(self, value: Any, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
         tag, data = value.tag, value.image.encoded_image_string
         video = data[:4] == b"GIF8"
-        if not self._allowed(self._options.capture_images, tag, "capture_images is off"):
+        if not self._allowed(self._options.capture_images, tag, "capture_images"):
             return
         limit = self._options.max_image_size
         if limit is not None and len(data) > limit:
             shrunk = None if video else _downscale_png(data, limit)
             if shrunk is None:
-                self._drop(tag, "above max_image_size and cannot be downscaled", f"{len(data)} bytes > {limit}")
+                self._drop(tag, DropReason.IMAGE_TOO_LARGE, f"{len(data)} bytes > {limit}")
                 return
-            self._warn_once(tag, f"tracelet-otel: image {tag!r} downscaled from {len(data)} to {len(shrunk)} bytes "
-                                 "(max_image_size)")
+            self._warnings.warning((tag, "downscaled"), "tracelet-otel: image %r downscaled from %d to %d bytes "
+                                   "(max_image_size)", tag, len(data), len(shrunk))
             data = shrunk
         kind = RecordKind.VIDEO if video else RecordKind.IMAGE
         yield self._record(kind, name, tag, step, wall_time,
@@ -202,22 +204,17 @@ class EventConverter:
         np.save(buffer, array, allow_pickle=False)
         return self._store.put(buffer.getvalue(), "application/x-npy")
 
-    def _allowed(self, enabled: bool, tag: str, reason: str) -> bool:
+    def _allowed(self, enabled: bool, tag: str, option: str) -> bool:
         if not enabled:
-            self._drop(tag, reason, warn=False)
+            self._drop(tag, DropReason.option_off(option), warn=False)
         return enabled
 
     def _drop(self, tag: str, reason: str, detail: str = "", warn: bool = True) -> None:
         """Count a value we leave out, by reason; warn once per tag and reason."""
         self.dropped[reason] += 1
         if warn:
-            self._warn_once(tag, f"tracelet-otel: {tag!r} not delivered: {reason}" + (f" ({detail})" if detail else ""))
-
-    def _warn_once(self, tag: str, message: str) -> None:
-        key = (tag, message.split("(")[0])
-        if key not in self._warned:
-            self._warned.add(key)
-            _logger.warning(message)
+            self._warnings.warning((tag, reason), "tracelet-otel: %r not delivered: %s%s", tag, reason,
+                                   f" ({detail})" if detail else "")
 
 
 def _histogram(histo: Any) -> dict[str, Any]:
@@ -236,7 +233,7 @@ def _text_bytes(array: np.ndarray) -> bytes:
 def _downscale_png(data: bytes, limit: int) -> bytes | None:
     from PIL import Image
 
-    image = Image.open(io.BytesIO(data))
+    image: Any = Image.open(io.BytesIO(data))
     while image.width > 1 and image.height > 1:
         scale = max(0.5, min(0.95, (limit / len(data)) ** 0.5))
         image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))

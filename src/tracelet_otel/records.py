@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple
 
-__all__ = ["PAYLOAD_FOLDERS", "Blob", "ParamValue", "Record", "RecordKind"]
+__all__ = ["Blob", "ParamValue", "Record", "RecordKind"]
 
 ParamValue = str | float | int | bool
 
@@ -32,23 +32,6 @@ class RecordKind(str, enum.Enum):
     MESH = "mesh"
     CUSTOM_SCALARS = "custom_scalars"
     TENSOR = "tensor"
-
-
-PAYLOAD_FOLDERS = {
-    RecordKind.IMAGE: "images",
-    RecordKind.VIDEO: "videos",
-    RecordKind.AUDIO: "audio",
-    RecordKind.TEXT: "text",
-    RecordKind.HISTOGRAM: "histograms",
-    RecordKind.GRAPH: "graphs",
-    RecordKind.PR_CURVE: "pr_curves",
-    RecordKind.EMBEDDING: "embeddings",
-    RecordKind.MESH: "meshes",
-    RecordKind.CUSTOM_SCALARS: "custom_scalars",
-    RecordKind.TENSOR: "tensors",
-    RecordKind.HPARAMS: "hparams",
-}
-"""The folder a payload of each kind is filed under wherever a tracker keeps files, the same in every backend."""
 
 
 class Blob(NamedTuple):

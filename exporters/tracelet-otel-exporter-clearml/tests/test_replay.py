@@ -11,7 +11,7 @@ import textwrap
 from collections import Counter
 
 from tests.support import event_files, events, scalars_in
-from tracelet_otel_clearml.offline import read_session, session_folders
+from tracelet_otel_clearml.testing import read_session, session_folders
 
 # Logs steps 0-9 and waits until all of them are delivered; stops the delivery worker (SIGSTOP), logs steps
 # 10-19, which can only be journaled and spooled, and waits to be killed.
@@ -23,7 +23,7 @@ TRAINING = textwrap.dedent("""
     from pathlib import Path
     from torch.utils.tensorboard import SummaryWriter
     from tracelet_otel.delivery import Spool
-    from tracelet_otel_clearml.offline import read_session, session_folders
+    from tracelet_otel_clearml.testing import read_session, session_folders
 
     tracelet_otel.start_logging("replayed", "tracelet-tests", backend="clearml",
                                 config={"clearml_resource_monitoring": False})

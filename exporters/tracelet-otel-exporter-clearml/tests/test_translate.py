@@ -17,13 +17,10 @@ from tracelet_otel_clearml._translate import (
     ReportScalar,
     ReportText,
     UploadArtifact,
-    histogram_bars,
     pr_curve_points,
     title_series,
     translate,
 )
-
-DBL_MAX = 1.7976931348623157e308
 
 
 def blob(media_type: str = "image/png") -> Blob:
@@ -109,18 +106,6 @@ def test_payloads_of_several_files_keep_their_file_names():
     record = Record(RecordKind.EMBEDDING, "words", 2, 1.0, blob=payload, filename="metadata.tsv")
     assert translate([record]).calls == [UploadArtifact("embeddings/words/step_2/metadata.tsv", payload,
                                                         "metadata.tsv")]
-
-
-def test_histogram_bars_sit_on_their_buckets_between_min_and_max():
-    centres, widths, counts = histogram_bars({"min": 0.0, "max": 3.0, "bucket_limit": [1.0, 2.0, 3.0],
-                                              "bucket": [1, 0, 2]})
-    assert (centres, widths, counts) == ([0.5, 1.5, 2.5], [1.0, 1.0, 1.0], [1.0, 0.0, 2.0])
-
-
-def test_histogram_edges_at_dbl_max_are_clamped_to_the_data():
-    centres, widths, _ = histogram_bars({"min": -0.5, "max": 0.5, "bucket_limit": [-DBL_MAX, 0.0, DBL_MAX],
-                                         "bucket": [0, 3, 4]})
-    assert centres == [-0.5, -0.25, 0.25] and widths == [0.0, 0.5, 0.5]
 
 
 def test_pr_curves_become_recall_precision_points_where_both_are_finite():

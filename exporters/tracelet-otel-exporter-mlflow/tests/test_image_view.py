@@ -13,11 +13,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from torch.utils.tensorboard.summary import histogram, image
 
-from tracelet_otel.artifacts import ArtifactStore
 from tracelet_otel.backends import RunInfo
+from tracelet_otel.payloads import ArtifactStore
 from tracelet_otel.records import Record, RecordKind
-from tracelet_otel_mlflow import MlflowBackend, logged_images, mlflow_image_key
+from tracelet_otel_mlflow import MlflowBackend, mlflow_image_key
 from tracelet_otel_mlflow._histogram_picture import HEIGHT, WIDTH
+from tracelet_otel_mlflow.testing import logged_images
 
 WALL_TIME = 1700000000.25
 
@@ -151,7 +152,7 @@ def read(client: MlflowClient, run_id: str, path: str) -> bytes:
 
 
 def read_payload(record: Record) -> bytes:
-    from tracelet_otel.artifacts import read_blob
+    from tracelet_otel.payloads import read_blob
 
     assert record.blob is not None
     return read_blob(record.blob)

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 import tracelet_otel
 from tests.support import event_files, expected_key, log_fidelity_scenario, scalars_in
-from tracelet_otel_wandb import RunContents, read_run, run_directories
+from tracelet_otel_wandb.testing import RunContents, read_run, run_directories
 
 
 def train_and_log(root: str) -> tracelet_otel.Run:

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tracelet_otel.artifacts import ArtifactStore
 from tracelet_otel.backends import RunInfo
-from tracelet_otel.delivery.counters import DeliveryCounters
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.errors import RecordRejected
+from tracelet_otel.payloads import ArtifactStore, Histogram
 from tracelet_otel.records import Record, RecordKind
-from tracelet_otel_wandb import DELIVERED_SEQ_KEY, RejectedRecord, WandbBackend, WandbRun, read_run, run_directories
+from tracelet_otel_wandb import DELIVERED_SEQ_KEY, WandbBackend, WandbRun
+from tracelet_otel_wandb.testing import read_run, run_directories
 
 
 def png(width: int = 8) -> bytes:
@@ -100,7 +101,9 @@ def test_every_payload_kind_reaches_the_run_as_its_wandb_type(tmp_path):
                                                "pr")} == {
         "samples/image": "image-file", "samples/video": "video-file", "samples/audio": "audio-file",
         "weights": "histogram", "notes": "html-file", "pr": "table-file"}
-    assert (row["weights"]["values"], row["weights"]["bins"]) == ([1, 2], [0, 1, 2])
+    bars = Histogram.from_json(histogram).bars()  # what TensorBoard's view draws of these buckets
+    assert (row["weights"]["values"], row["weights"]["bins"]) == (pytest.approx(bars.counts), pytest.approx(bars.edges))
+    assert sum(row["weights"]["values"]) == pytest.approx(3)
     with open(os.path.join(contents.files_dir, row["samples/image"]["path"]), "rb") as file:
         assert file.read() == image  # TensorBoard's PNG, byte for byte
     with open(os.path.join(contents.files_dir, row["notes"]["path"])) as file:
@@ -140,12 +143,12 @@ def test_records_handed_over_before_a_failed_flush_are_not_logged_again_one_by_o
     batch = [scalar("loss", float(step), step) for step in range(5)]
     run = open_run()
     run.deliver(batch, through_seq=5)  # handed to W&B; then its flush failed
-    with pytest.raises(RejectedRecord):
+    with pytest.raises(RecordRejected):
         run.deliver([*batch, broken], through_seq=6)  # sent again, now with a record W&B rejects
     for seq, record in enumerate(batch, start=1):  # the sender's record-by-record retry
         run.deliver([record], seq)
         run.flush()
-    with pytest.raises(RejectedRecord):
+    with pytest.raises(RecordRejected):
         run.deliver([broken], 6)
     run.deliver([scalar("loss", 5.0, 5)], 7)
     run.flush()
@@ -158,9 +161,9 @@ def test_a_rejected_payload_is_permanent_and_nothing_of_its_batch_is_logged(tmp_
     store = ArtifactStore(str(tmp_path / "artifacts"))
     broken = Record(RecordKind.IMAGE, "broken", 1, 1.0, blob=store.put(b"not a png", "image/png"))
     run = open_run()
-    with pytest.raises(RejectedRecord) as raised:
+    with pytest.raises(RecordRejected) as raised:
         run.deliver([scalar("loss", 1.0, 1), broken], through_seq=2)
-    assert run.is_permanent(raised.value)
+    assert "W&B rejects the image payload" in str(raised.value)  # RecordRejected: the sender drops the record
     run.deliver([scalar("loss", 1.0, 1)], through_seq=1)  # the sender's retry, one record at a time
     run.flush()
     run.finish("FINISHED")
@@ -195,7 +198,7 @@ def test_a_reopened_run_after_a_crash_gets_no_batch_twice(tmp_path, wandb_dir):
 
     run = WandbBackend().open_run(RunInfo("ours", "crash", "tracelet-tests"), {}, resume=reference)
     assert (run.run_id, run.stored_through(), spool.delivered_seq()) == (reference["run_id"], 2000, 1000)
-    sender = Sender(spool, run, DeliveryCounters())  # skips what the run stored, delivers the rest
+    sender = Sender(spool, run)  # skips what the run stored, delivers the rest
     assert sender.drain(60)
     sender.stop()
     run.finish("FINISHED")

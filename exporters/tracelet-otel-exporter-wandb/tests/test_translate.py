@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from tracelet_otel.records import Blob, Record, RecordKind
@@ -13,7 +12,6 @@ from tracelet_otel_wandb._translate import (
     Media,
     SaveFile,
     UpdateConfig,
-    histogram_bins,
     pr_curve_table,
     text_html,
     translate,
@@ -113,28 +111,6 @@ def test_file_paths_never_leave_their_folder():
     blob = Blob("file:///b", "b", "application/x-npy", 1)
     (call,) = translate([Record(RecordKind.TENSOR, "../../etc//x", 0, 1.0, blob=blob)]).calls
     assert call.path == "tensors/__/__/etc/_/x/step_0.npy"
-
-
-def test_histogram_bins_come_from_tensorboards_own_buckets():
-    # torch's make_histogram: an empty first bucket whose right edge is the data's left edge, then right edges.
-    values = np.array([0.1, 0.2, 0.2, 0.9])
-    counts, limits = np.histogram(values, bins=3)
-    histogram = {"min": 0.1, "max": 0.9, "num": 4, "sum": 1.4, "sum_squares": 0.9,
-                 "bucket_limit": limits.tolist(), "bucket": [0, *counts.tolist()]}
-    assert histogram_bins(histogram) == (counts.tolist(), limits.tolist())
-
-
-def test_histogram_without_an_empty_first_bucket_starts_at_its_minimum():
-    histogram = {"min": -1.0, "max": 2.0, "bucket_limit": [0.0, 1.0, 2.0], "bucket": [1, 0, 3]}
-    assert histogram_bins(histogram) == ([1.0, 0.0, 3.0], [-1.0, 0.0, 1.0, 2.0])
-
-
-def test_histograms_over_512_buckets_are_merged_keeping_every_count():
-    limits = [float(i) for i in range(1, 1201)]
-    histogram = {"min": 0.0, "max": 1200.0, "bucket_limit": limits, "bucket": [1] * 1200}
-    counts, edges = histogram_bins(histogram)
-    assert len(counts) <= 512 and len(edges) == len(counts) + 1 and sum(counts) == 1200
-    assert edges[0] == 0.0 and edges[-1] == 1200.0 and edges == sorted(edges)
 
 
 def test_text_becomes_escaped_html_that_keeps_line_breaks():

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from tracelet_otel.records import Record
+from tracelet_otel.reports import DropReason, RunStatus
 from tracelet_otel.telemetry import events, semconv
 
 __all__ = ["RunBatch", "RunEnd", "TraceRequest", "decode_request"]
@@ -73,7 +74,7 @@ def decode_request(request: ExportTraceServiceRequest) -> TraceRequest:
             decoded.skipped_spans += len(spans)
             continue
         if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-            decoded.refused["invalid tracelet.run_id"] += len(spans)
+            decoded.refused[DropReason.INVALID_RUN_ID] += len(spans)
             continue
         batch = decoded.runs.get(run_id)
         if batch is None:
@@ -95,14 +96,14 @@ def _read_records(span_events: Iterable[Any], batch: RunBatch, refused: Counter[
         attributes = _attributes(event.attributes)
         seq = attributes.get(semconv.RECORD_SEQ)
         if type(seq) is not int or seq < 1:
-            refused[f"event without {semconv.RECORD_SEQ}"] += 1
+            refused[DropReason.WITHOUT_SEQUENCE] += 1
             continue
         try:
             record = events.decode(event.name, attributes)
         except (KeyError, TypeError, ValueError):
             record = None
-        if record is None or not _well_formed(record):
-            refused["unreadable event"] += 1
+        if record is None or not events.is_well_formed(record):
+            refused[DropReason.UNREADABLE_EVENT] += 1
             batch.unreadable.append(seq)
         else:
             batch.records.append((seq, record))
@@ -112,22 +113,9 @@ def _read_end(span_events: Iterable[Any], batch: RunBatch, refused: Counter[str]
     for event in span_events:
         attributes = _attributes(event.attributes)
         status, records = attributes.get(semconv.RUN_STATUS), attributes.get(semconv.RUN_RECORDS)
-        if event.name != semconv.RUN_END_EVENT or status not in ("FINISHED", "FAILED", "KILLED") or not (
+        if event.name != semconv.RUN_END_EVENT or status not in RunStatus.ENDINGS or not (
                 records is None or type(records) is int):
-            refused["unreadable end of run"] += 1
+            refused[DropReason.UNREADABLE_END] += 1
             continue
         batch.end = RunEnd(status, records)
 
-
-def _well_formed(record: Record) -> bool:
-    """Every field of the type the backends expect: a record a backend cannot translate would be retried forever."""
-    if not all(isinstance(text, str) for text in (record.tag, record.original_tag, record.writer)):
-        return False
-    if not isinstance(record.filename, str | None) or not (record.rank is None or type(record.rank) is int):
-        return False
-    blob = record.blob
-    if blob is not None and not all(isinstance(text, str) for text in (blob.uri, blob.sha256, blob.media_type)):
-        return False
-    params = record.params
-    return params is None or (isinstance(params, dict) and all(
-        isinstance(key, str) and isinstance(value, str | int | float | bool) for key, value in params.items()))

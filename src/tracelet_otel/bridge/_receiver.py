@@ -24,15 +24,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tracelet_otel.bridge._decode import decode_request
 from tracelet_otel.bridge._runs import Runs
 from tracelet_otel.bridge._trust import TrustedStores
+from tracelet_otel.errors import MalformedRequest
 from tracelet_otel.records import Record
 
-__all__ = ["BridgeCounters", "MalformedRequest", "Receiver"]
+__all__ = ["BridgeCounters", "Receiver"]
 
 _logger = logging.getLogger("tracelet_otel.bridge")
-
-
-class MalformedRequest(ValueError):
-    """The body is not the OTLP message the endpoint takes."""
 
 
 class BridgeCounters:

@@ -1,8 +1,9 @@
 """The bridge's runs: a spool per run and backend under ``<spool-dir>/runs/<run id>/``, and when each run ends.
 
 A run's spools are created by the first record that names it, each with the run's ``Delivery`` (backend,
-options, who the run is) and no backend run yet: the delivery process creates that once and records it in the
-spool, so a restarted bridge finds it again. Records are appended once per sequence number
+options, who the run is) and no backend run yet: the delivery process (``python -m tracelet_otel.delivery
+BACKEND --bridge``, one per backend) creates that once and records it in the spool, so a restarted bridge finds
+it again. Records are appended once per sequence number
 (``Spool.append_new``), before the request that carried them is acknowledged.
 
 A run ends when the job's end record has come and every record up to the sequence number it names has arrived
@@ -12,7 +13,6 @@ A run ends when the job's end record has come and every record up to the sequenc
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sqlite3
@@ -23,14 +23,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracelet_otel._child import Child
-from tracelet_otel.backends import RunInfo
+from tracelet_otel._backend import RunInfo
+from tracelet_otel._child import Child, Deliver, Ended, Failed, Finish, Message, Opened, Ready
 from tracelet_otel.bridge._decode import RunBatch, RunEnd
 from tracelet_otel.delivery.counters import spool_counters
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.delivery.worker import DELIVERY_KEY, FINISHED_KEY, Delivery
+from tracelet_otel.layout import RUNS, RunDirectory
 from tracelet_otel.records import Record
-from tracelet_otel.runspec import spool_path
+from tracelet_otel.reports import RunStatus
 
 __all__ = ["END_KEY", "Deliverers", "Runs"]
 
@@ -42,10 +43,10 @@ MESSAGE_WAIT_S = 60.0
 
 
 class Deliverers:
-    """The delivery processes (``_deliverer``), one per backend, seen from the bridge; one that dies is started
-    again and ``on_restart`` tells it what it was doing."""
+    """The delivery processes, one per backend, seen from the bridge; one that dies is started again and
+    ``on_restart`` tells it what it was doing."""
 
-    def __init__(self, backends: Sequence[str], on_message: Callable[[str, dict[str, Any]], None],
+    def __init__(self, backends: Sequence[str], on_message: Callable[[str, Message], None],
                  on_restart: Callable[[str], None]) -> None:
         self._on_message = on_message
         self._on_restart = on_restart
@@ -54,26 +55,27 @@ class Deliverers:
         self._children = {name: self._start(name) for name in backends}
 
     def _start(self, backend: str) -> Child:
-        child = Child([sys.executable, "-m", "tracelet_otel.bridge._deliverer", backend])
-        message = child.message(START_TIMEOUT_S)
-        if "ready" not in message:
+        child = Child([sys.executable, "-m", "tracelet_otel.delivery", backend, "--bridge"])
+        message = child.receive(START_TIMEOUT_S)
+        if not isinstance(message, Ready):
             child.wait(0)
-            raise RuntimeError(f"the {backend} delivery process could not start: {message.get('error')}")
+            reason = message.error if isinstance(message, Failed) else f"unexpected {message!r}"
+            raise RuntimeError(f"the {backend} delivery process could not start: {reason}")
         threading.Thread(target=self._follow, args=(backend, child), name=f"tracelet-otel-bridge-{backend}",
                          daemon=True).start()
         return child
 
     def _follow(self, backend: str, child: Child) -> None:
         while True:
-            message = child.message(MESSAGE_WAIT_S)
-            if "error" not in message:
+            message = child.receive(MESSAGE_WAIT_S)
+            if not isinstance(message, Failed) or message.spool is not None:
                 self._on_message(backend, message)
-            elif child.process.poll() is not None:
+            elif not child.is_running():
                 break
         if self._stopping:
             return
         _logger.error("tracelet-otel bridge: the %s delivery process exited (%s); starting it again", backend,
-                      message["error"])
+                      message.error)
         while not self._stopping:
             try:
                 replacement = self._start(backend)
@@ -86,9 +88,9 @@ class Deliverers:
             self._on_restart(backend)
             return
 
-    def tell(self, backend: str, message: dict[str, Any]) -> None:
+    def tell(self, backend: str, message: Message) -> None:
         with self._lock:
-            self._children[backend].tell(json.dumps(message))
+            self._children[backend].send(message)
 
     def close(self, timeout: float) -> None:
         """Let every delivery process finish its batch and exit; runs stay open, spools keep what waits."""
@@ -118,7 +120,7 @@ class _Run:
 
 class Runs:
     def __init__(self, spool_dir: str, backend_options: Mapping[str, Mapping[str, Any]], silence_s: float) -> None:
-        self._directory = os.path.join(os.path.abspath(spool_dir), "runs")
+        self._directory = os.path.join(os.path.abspath(spool_dir), RUNS)
         os.makedirs(self._directory, exist_ok=True)
         self._backend_options = backend_options
         self._silence_s = silence_s
@@ -138,7 +140,7 @@ class Runs:
                     self._forget(run)
                     continue
                 for backend in run.spools:
-                    self._deliverers.tell(backend, {"deliver": run.spools[backend].path})
+                    self._deliverers.tell(backend, Deliver(run.spools[backend].path))
                 self._end_if_complete(run)
             return len(self._runs)
 
@@ -158,7 +160,7 @@ class Runs:
                     spool.set_meta(END_KEY, dataclasses.asdict(batch.end))
                 if new:
                     run.ended.discard(backend)  # more to deliver: the run is ended (again) afterwards
-                    self._deliverers.tell(backend, {"deliver": spool.path})
+                    self._deliverers.tell(backend, Deliver(spool.path))
                 stored = max(stored, new)
             run.last_seen = time.monotonic()
             if batch.end is not None and run.end is None:
@@ -171,13 +173,13 @@ class Runs:
 
     def _load(self, run_id: str, batch: RunBatch | None) -> _Run | None:
         """The run's spools; created from ``batch`` when the run is new. None for a directory that is no run."""
-        directory = os.path.join(self._directory, run_id)
-        if batch is None and not os.path.isdir(directory):
+        directory = RunDirectory(os.path.join(self._directory, run_id))
+        if batch is None and not os.path.isdir(directory.path):
             return None
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory.path, exist_ok=True)
         spools: dict[str, Spool] = {}
         for backend, options in self._backend_options.items():
-            path = spool_path(directory, backend)
+            path = directory.spool(backend)
             if batch is None and not os.path.exists(path):
                 continue
             spool = spools[backend] = Spool(path)
@@ -210,7 +212,7 @@ class Runs:
 
     def _end(self, run: _Run, backend: str, status: str) -> None:
         run.ending[backend] = status
-        self._deliverers.tell(backend, {"end": run.spools[backend].path, "status": status})
+        self._deliverers.tell(backend, Finish(status, spool=run.spools[backend].path))
 
     def end_silent_runs(self) -> None:
         """End the runs that have sent nothing for the silence: ``KILLED``, or as the job said when its end
@@ -229,21 +231,20 @@ class Runs:
                     else:
                         _logger.warning("tracelet-otel bridge: run %s sent nothing for %.0fs; ending it KILLED",
                                         run.run_id, self._silence_s)
-                    self._end(run, backend, run.end.status if run.end else "KILLED")
+                    self._end(run, backend, run.end.status if run.end else RunStatus.KILLED)
 
-    def _on_message(self, backend: str, message: dict[str, Any]) -> None:
-        path = message.get("ended") or message.get("opened")
-        if not isinstance(path, str):
+    def _on_message(self, backend: str, message: Message) -> None:
+        if isinstance(message, Opened):
+            _logger.info("tracelet-otel bridge: run %s -> %s %s", _run_id(message.spool), backend,
+                         message.run.url or message.run.run_id)
             return
-        run_id = os.path.basename(os.path.dirname(path))
-        if "opened" in message:
-            _logger.info("tracelet-otel bridge: run %s -> %s %s", run_id, backend, message.get("url") or
-                         message.get("run"))
+        if not isinstance(message, Ended):
             return
-        _logger.info("tracelet-otel bridge: run %s ended %s in %s", run_id, message.get("status"), backend)
+        run_id = _run_id(message.spool)
+        _logger.info("tracelet-otel bridge: run %s ended %s in %s", run_id, message.status, backend)
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or run.ending.get(backend) != message.get("status"):
+            if run is None or run.ending.get(backend) != message.status:
                 return  # an end overtaken by a later one (the job's own end after a KILLED)
             del run.ending[backend]
             run.ended.add(backend)
@@ -268,9 +269,9 @@ class Runs:
                 spool = run.spools.get(backend)
                 if spool is None:
                     continue
-                self._deliverers.tell(backend, {"deliver": spool.path})
+                self._deliverers.tell(backend, Deliver(spool.path))
                 if backend in run.ending:
-                    self._deliverers.tell(backend, {"end": spool.path, "status": run.ending[backend]})
+                    self._deliverers.tell(backend, Finish(run.ending[backend], spool=spool.path))
 
     def waiting(self) -> int:
         """Records spooled and not delivered yet, over every run in progress."""
@@ -293,3 +294,7 @@ class Runs:
                 for spool in run.spools.values():
                     spool.close()
             self._runs.clear()
+
+
+def _run_id(spool_path: str) -> str:
+    return RunDirectory(os.path.dirname(spool_path)).run_id

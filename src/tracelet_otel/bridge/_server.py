@@ -28,11 +28,12 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.resources import Resource
 
-from tracelet_otel.backends import load_backend
-from tracelet_otel.bridge._receiver import BridgeCounters, MalformedRequest, Receiver
+from tracelet_otel._backend import load_backend
+from tracelet_otel.bridge._receiver import BridgeCounters, Receiver
 from tracelet_otel.bridge._runs import Runs
 from tracelet_otel.bridge._trust import TrustedStores
 from tracelet_otel.config import Options
+from tracelet_otel.errors import ConfigurationError, MalformedRequest, TraceletError
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.providers import make_meter_provider
 
@@ -67,11 +68,11 @@ def parse_endpoint(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     """``HOST:PORT``, ``:PORT`` or ``PORT``; ``[::1]:PORT`` for IPv6."""
     host, _, port = text.rpartition(":")
     if not port.isdigit():
-        raise ValueError(f"{text!r} is not HOST:PORT")
+        raise ConfigurationError(f"{text!r} is not HOST:PORT")
     return host.strip("[]") or default_host, int(port)
 
 
-class _Refusal(Exception):
+class _Refusal(TraceletError):
     def __init__(self, http_status: int, grpc_code: grpc.StatusCode, message: str, counted_as: str) -> None:
         super().__init__(message)
         self.http_status = http_status
@@ -111,7 +112,8 @@ def _grpc_server(config: BridgeConfig, receiver: Receiver, gate: _Gate) -> grpc.
                 return _handle(receive, payload)
             except _Refusal as refusal:
                 _refused(receiver, refusal, "grpc")
-                context.abort(refusal.grpc_code, str(refusal))  # raises
+                context.abort(refusal.grpc_code, str(refusal))
+                raise AssertionError("grpc's abort raises") from refusal
         return grpc.unary_unary_rpc_method_handler(export)
 
     server = grpc.server(ThreadPoolExecutor(INGEST_THREADS, thread_name_prefix="tracelet-otel-bridge-grpc"),

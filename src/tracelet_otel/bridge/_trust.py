@@ -1,8 +1,8 @@
 """What the bridge lets through: payloads only from the artifact stores it was told to trust, and names that
 cannot climb out of a folder.
 
-A payload reference must be exactly where a tracelet-otel job's content-addressed store puts it,
-``<store>/<sha[:2]>/<sha256><extension>``, in one of the trusted stores; anything else (``file:///etc/passwd``,
+A payload reference must be exactly where a tracelet-otel job's content-addressed store puts it
+(``tracelet_otel.payloads.blob_path``), in one of the trusted stores; anything else (``file:///etc/passwd``,
 a ``../`` path, another bucket) is refused before anything is fetched. For a store on this machine the file must
 also resolve, links followed, inside the store.
 """
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import fsspec
 
-from tracelet_otel.artifacts import EXTENSIONS
+from tracelet_otel.payloads import blob_path
 from tracelet_otel.records import Record
+from tracelet_otel.reports import DropReason
 
 __all__ = ["TrustedStores"]
 
@@ -48,21 +49,21 @@ class TrustedStores:
     def refusal(self, record: Record) -> tuple[str, str] | None:
         """Why the record must not be delivered, as (kind of refusal, detail), or None."""
         if record.filename is not None and not _plain_file_name(record.filename):
-            return "unsafe file name", f"file name {record.filename[:200]!r} is not a plain file name"
+            return DropReason.UNSAFE_FILE_NAME, f"file name {record.filename[:200]!r} is not a plain file name"
         if any(segment in ("..", ".") for segment in record.writer.split("/")) or record.writer.startswith("/"):
-            return "unsafe writer", f"writer {record.writer[:200]!r} is not a relative path"
+            return DropReason.UNSAFE_WRITER, f"writer {record.writer[:200]!r} is not a relative path"
         blob = record.blob
         if blob is None:
             return None
         if not _SHA256.match(blob.sha256):
-            return "untrusted payload", f"payload sha256 {blob.sha256[:80]!r} is not a sha256"
-        relative = f"{blob.sha256[:2]}/{blob.sha256}{EXTENSIONS.get(blob.media_type, '.bin')}"
+            return DropReason.UNTRUSTED_PAYLOAD, f"payload sha256 {blob.sha256[:80]!r} is not a sha256"
+        relative = blob_path(blob.sha256, blob.media_type)
         for store in self._stores:
             if blob.uri == f"{store.url}/{relative}":
                 if store.local_root is None or _inside(os.path.join(store.local_root, relative), store.local_root):
                     return None
-                return "untrusted payload", f"payload {blob.uri[:200]} leads out of its store"
-        return "untrusted payload", f"payload {blob.uri[:200]} is not in a trusted artifact store"
+                return DropReason.UNTRUSTED_PAYLOAD, f"payload {blob.uri[:200]} leads out of its store"
+        return DropReason.UNTRUSTED_PAYLOAD, f"payload {blob.uri[:200]} is not in a trusted artifact store"
 
 
 def _plain_file_name(name: str) -> bool:

@@ -24,11 +24,12 @@ import threading
 import time
 import weakref
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from tracelet_otel.capture import journal
+from tracelet_otel.reports import DropReason, RunStatus
 
-__all__ = ["Capture", "call_context"]
+__all__ = ["Capture", "EventSink", "call_context"]
 
 _logger = logging.getLogger("tracelet_otel.capture")
 
@@ -38,7 +39,6 @@ MAX_PENDING_EVENTS = 2_000_000
 CLOSE_TIMEOUT_S = 30.0
 # Writer ids a forked child gives its writers, apart from the parent's (1, 2, ...) and from other children's.
 _CHILD_WRITER_IDS = 2**31
-LOST_IN_FORKED_CHILD = "logged in a forked child through a torch writer of the parent (TensorBoard loses these too)"
 
 
 class _CallContext(threading.local):
@@ -48,6 +48,16 @@ class _CallContext(threading.local):
 
 
 call_context = _CallContext()
+
+
+class EventSink(Protocol):
+    """Where the patched methods send what TensorBoard writes (``capture.install``)."""
+
+    def on_event(self, file_writer: Any, event: Any) -> None:
+        """``event`` was just handed to ``file_writer``'s event file."""
+
+    def on_embedding(self, logdir: str, tag: str, step: Any, subdir: str) -> None:
+        """``add_embedding`` wrote its files into ``<logdir>/<subdir>``."""
 
 
 class Capture:
@@ -71,7 +81,7 @@ class Capture:
     # -- training thread -------------------------------------------------------------------------------------
     def on_event(self, file_writer: Any, event: Any) -> None:
         if len(self._pending) >= MAX_PENDING_EVENTS:
-            self._drop("capture queue full")
+            self._drop(DropReason.CAPTURE_QUEUE_FULL)
         elif not self._closed:
             self._pending.append((file_writer, event, call_context.current))
 
@@ -110,7 +120,7 @@ class Capture:
                     _logger.debug("captured %s", _describe(body))
             except Exception:  # a bad event must not stop the capture of the others
                 _logger.exception("tracelet-otel: could not capture an event")
-                self.dropped["capture error"] += 1
+                self.dropped[DropReason.CAPTURE_ERROR] += 1
         if self._max_journal_bytes is not None:
             chunks = self._within_limit(chunks)
         if not chunks:
@@ -119,10 +129,10 @@ class Capture:
         try:
             self._journal.append(data)
         except OSError as error:  # a full or failing disk must not stop training
-            if "journal write failed" not in self.dropped:
+            if DropReason.JOURNAL_WRITE_FAILED not in self.dropped:
                 _logger.error("tracelet-otel: cannot write the capture journal (%s); values are counted as dropped",
                               error)
-            self.dropped["journal write failed"] += sum(map(journal.is_event, chunks))
+            self.dropped[DropReason.JOURNAL_WRITE_FAILED] += sum(map(journal.is_event, chunks))
             # The failed chunk was taken back out of the journal, writer frames included: writers announce
             # themselves again before their next event.
             self._writer_ids = weakref.WeakKeyDictionary()
@@ -139,7 +149,7 @@ class Capture:
             kept.append(chunk)
             size += len(chunk)
         if dropped:
-            self._drop("spool full (max_spool_size)", dropped)
+            self._drop(DropReason.SPOOL_FULL, dropped)
         return kept
 
     def _register(self, file_writer: Any, call: tuple[Any, ...] | None, chunks: list[bytes]) -> int:
@@ -151,7 +161,7 @@ class Capture:
             "id": writer_id, "logdir": logdir, "call": list(call) if call else None}))
         return writer_id
 
-    def close(self, status: str = "FINISHED", timeout: float = CLOSE_TIMEOUT_S) -> bool:
+    def close(self, status: str = RunStatus.FINISHED, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Journal everything captured so far, then the end marker with the status the runs end with.
 
         Returns whether the journal is complete; never raises (it runs in ``stop_logging`` and at exit).
@@ -165,7 +175,7 @@ class Capture:
         self._thread.join(timeout)
         if self._thread.is_alive():  # stuck on a hung disk: what it holds is counted, not waited for
             _logger.error("tracelet-otel: the capture thread did not finish within %.0fs", timeout)
-            self._drop("capture thread stuck at stop", sum(1 for item in self._pending if item[0] is not None))
+            self._drop(DropReason.CAPTURE_THREAD_STUCK, sum(1 for item in self._pending if item[0] is not None))
             return False
         try:
             self._drain()
@@ -185,7 +195,7 @@ class Capture:
         self._pending = collections.deque()
         if closed_in_parent:
             return
-        self._journal = None  # type: ignore[assignment] - the parent's descriptor; opened anew on first use
+        self._journal = None  # type: ignore[assignment]  # the parent's descriptor; opened anew on first use
         self._writer_ids = weakref.WeakKeyDictionary()
         self._last_writer_id = _CHILD_WRITER_IDS + (os.getpid() % 2**20) * 2**10
         self.on_event = self._append_from_child  # type: ignore[method-assign]
@@ -194,7 +204,8 @@ class Capture:
     def _append_from_child(self, file_writer: Any, event: Any) -> None:
         chunks: list[bytes] = []
         if not _reaches_event_file(file_writer):
-            chunks.append(journal.encode_json(journal.FrameType.DROPPED, {"reason": LOST_IN_FORKED_CHILD, "count": 1}))
+            lost = {"reason": DropReason.LOST_IN_FORKED_CHILD, "count": 1}
+            chunks.append(journal.encode_json(journal.FrameType.DROPPED, lost))
         else:
             writer_id = self._writer_ids.get(file_writer)
             if writer_id is None:
@@ -212,10 +223,10 @@ class Capture:
                 self._journal = journal.JournalWriter(self._journal_path)
             self._journal.append(b"".join(chunks))
         except OSError as error:  # the child cannot tell the parent; its stderr is the one place left
-            if "journal write failed" not in self.dropped:
+            if DropReason.JOURNAL_WRITE_FAILED not in self.dropped:
                 _logger.error("tracelet-otel: a forked child (pid %d) cannot write the capture journal (%s); its "
                               "values are not delivered", os.getpid(), error)
-            self.dropped["journal write failed"] += 1
+            self.dropped[DropReason.JOURNAL_WRITE_FAILED] += 1
             self._writer_ids = weakref.WeakKeyDictionary()
 
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tracelet_otel.capture._capture import Capture, call_context
+from tracelet_otel.capture._capture import EventSink, call_context
 
 __all__ = ["add_embedding", "add_event", "add_hparams", "add_scalars", "patch", "unpatch"]
 
@@ -41,12 +41,12 @@ def unpatch(owner: type, name: str) -> None:
         setattr(owner, name, original)
 
 
-def add_event(capture: Capture) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def add_event(sink: EventSink) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def add_event(self: Any, event: Any, step: Any = None, walltime: Any = None) -> None:
             original(self, event, step, walltime)  # TensorBoard's own errors reach the user untouched
             try:
-                capture.on_event(self, event)
+                sink.on_event(self, event)
             except Exception:  # never into the training loop
                 _logger.exception("tracelet-otel: capture failed")
 
@@ -83,7 +83,7 @@ add_scalars = _within(lambda args, kwargs: (
 add_hparams = _within(lambda args, kwargs: ("hparams",))
 
 
-def add_embedding(capture: Capture) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def add_embedding(sink: EventSink) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def add_embedding(self: Any, *args: Any, **kwargs: Any) -> None:
             original(self, *args, **kwargs)
@@ -93,7 +93,7 @@ def add_embedding(capture: Capture) -> Callable[[Callable[..., Any]], Callable[.
                 # Where torch and tensorboardX both put the files (SummaryWriter.add_embedding).
                 tag = _argument(args, kwargs, 4, "tag", "default")
                 subdir = f"{str(step).zfill(5)}/{self._encode(tag)}"
-                capture.on_embedding(str(self._get_file_writer().get_logdir()), str(tag), step, subdir)
+                sink.on_embedding(str(self._get_file_writer().get_logdir()), str(tag), step, subdir)
             except Exception:
                 _logger.exception("tracelet-otel: capture of add_embedding failed")
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import Observation
+
+from tracelet_otel.reports import DropReason
 
 if TYPE_CHECKING:
     from tracelet_otel.delivery.spool import Spool
@@ -37,10 +39,10 @@ class DeliveryCounters:
             return {"delivered": self.delivered, "retried": self.retried, "dropped": dict(self.dropped)}
 
     @classmethod
-    def from_dict(cls, body: dict[str, object] | None) -> DeliveryCounters:
+    def from_dict(cls, body: Mapping[str, Any] | None) -> DeliveryCounters:
         body = body or {}
-        return cls(delivered=int(body.get("delivered", 0)), retried=int(body.get("retried", 0)),  # type: ignore[arg-type]
-                   dropped=Counter(body.get("dropped", {})))  # type: ignore[arg-type]
+        return cls(delivered=int(body.get("delivered", 0)), retried=int(body.get("retried", 0)),
+                   dropped=Counter(body.get("dropped", {})))
 
 
 COUNTERS_KEY = "counters"  # spool meta, written by the sender in the delivery worker
@@ -52,7 +54,7 @@ def spool_counters(spool: Spool) -> DeliveryCounters:
     counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
     full = spool.get_meta(SPOOL_FULL_KEY)
     if full:
-        counters.drop("spool full (max_spool_size)", full)
+        counters.drop(DropReason.SPOOL_FULL, full)
     return counters
 
 

@@ -1,8 +1,8 @@
 """The OpenTelemetry span exporter shared by every tracker backend.
 
-``export`` decodes our span events back into records and appends them to a durable spool; a delivery worker
-process (:mod:`tracelet_otel.delivery.worker`) sends them to the backend, with batching and retry. Success
-means "on disk", never "maybe in memory".
+``export`` decodes our span events back into records and appends them to a durable spool; a delivery process
+(:mod:`tracelet_otel.delivery.worker`) sends them to the backend, with batching and retry. Success means "on
+disk", never "maybe in memory".
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracelet_otel._child import Child
-from tracelet_otel.backends import DISCARD
+from tracelet_otel._backend import BackendRunHandle
+from tracelet_otel._child import Child, Deliver, Failed, Finish, Opened
+from tracelet_otel._logging import OnceLogger
 from tracelet_otel.delivery.counters import SPOOL_FULL_KEY, spool_counters
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.delivery.worker import FINISHED_KEY, Delivery
+from tracelet_otel.errors import RunNotStarted
+from tracelet_otel.reports import DeliveryReport, DropReason, RunStatus
 from tracelet_otel.telemetry.events import decode_span_events
 
 __all__ = ["TrackerSpanExporter"]
@@ -29,10 +31,11 @@ __all__ = ["TrackerSpanExporter"]
 _logger = logging.getLogger("tracelet_otel.delivery")
 
 FLUSH_POLL_S = 0.05
+OPEN_TIMEOUT_S = 120.0
 
 
-class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
-    """Spools tracelet-otel records for one backend run and has a worker process deliver them.
+class TrackerSpanExporter(SpanExporter):
+    """Spools tracelet-otel records for one backend run and has a delivery process deliver them.
 
     Args:
         spool_path: the sqlite spool; created if missing.
@@ -47,24 +50,28 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         if delivery is not None:
             delivery.save(self.spool)
         self.backend = Delivery.load(self.spool).backend
-        self._worker = Child([sys.executable, "-m", "tracelet_otel.delivery", spool_path])
-        self._ready: dict[str, Any] | None = None
+        self._worker = Child([sys.executable, "-m", "tracelet_otel.delivery", self.backend])
+        self._worker.send(Deliver(spool_path))
+        self._run: BackendRunHandle | None = None
         self._shutdown = False
         self._unspooled: Counter[str] = Counter()  # reason -> records the spool refused
+        self._warnings = OnceLogger(_logger)
 
-    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
-        """The backend run (``{"run": reference, "url": ...}``) once the worker has opened it.
+    def wait_ready(self, timeout: float = OPEN_TIMEOUT_S) -> BackendRunHandle:
+        """The backend run, once the delivery process has opened it.
 
         Raises:
-            RuntimeError: the worker could not open the run (bad configuration, unreachable backend).
+            RunNotStarted: the run could not be opened (bad configuration, unreachable backend).
         """
-        if self._ready is None:
-            message = self._worker.message(timeout)
-            if "ready" not in message:
+        deadline = time.monotonic() + timeout
+        while self._run is None:
+            message = self._worker.receive(max(0.0, deadline - time.monotonic()))
+            if isinstance(message, Opened):
+                self._run = message.run
+            elif isinstance(message, Failed):
                 self.shutdown()
-                raise RuntimeError(f"tracelet-otel could not open the {self.backend} run: {message['error']}")
-            self._ready = message["ready"]
-        return self._ready
+                raise RunNotStarted(f"tracelet-otel could not open the {self.backend} run: {message.error}")
+        return self._run
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -76,13 +83,12 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
             else:
                 self.spool.append(records)
         except Exception as error:  # a full disk, a broken spool: count what is lost, keep the agent going
-            reason = f"could not be spooled: {type(error).__name__}"
-            if reason not in self._unspooled:
-                _logger.error("tracelet-otel: could not spool records for %s (%s); they are counted as dropped",
-                              self.backend, error)
+            reason = DropReason.not_spooled(error)
+            self._warnings.error(reason, "tracelet-otel: could not spool records for %s (%s); they are counted "
+                                 "as dropped", self.backend, error)
             self._unspooled[reason] += len(records)
             return SpanExportResult.FAILURE
-        self._worker.tell("wake")
+        self._worker.send(Deliver(self.spool.path))
         return SpanExportResult.SUCCESS
 
     def _drop_full(self, count: int) -> None:
@@ -93,35 +99,34 @@ class TrackerSpanExporter(SpanExporter):  # type: ignore[misc]
         self.spool.set_meta(SPOOL_FULL_KEY, dropped + count)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Waits until the worker has delivered every spooled record."""
+        """Waits until the delivery process has delivered every spooled record."""
         deadline = time.monotonic() + timeout_millis / 1000
         while self.delivering() and time.monotonic() < deadline:
             time.sleep(FLUSH_POLL_S)
         return self.spool.count() == 0
 
     def delivering(self) -> bool:
-        """Records are waiting and the worker is still there to send them."""
-        return self._worker.process.poll() is None and self.spool.count() > 0
+        """Records are waiting and the delivery process is still there to send them."""
+        return self._worker.is_running() and self.spool.count() > 0
 
-    def close(self, status: str = "FINISHED", timeout: float = 30.0) -> dict[str, Any]:
+    def close(self, status: str = RunStatus.FINISHED, timeout: float = 30.0) -> DeliveryReport:
         """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
         if not self._shutdown:
             self._shutdown = True
-            self._worker.tell(f"finish {status} {timeout}")
+            self._worker.send(Finish(status, timeout, self.spool.path))
             self._worker.end_input()
             self._worker.wait(timeout + 30)
         counters = spool_counters(self.spool)
         for reason, count in self._unspooled.items():
             counters.drop(reason, count)
-        report = {**counters.as_dict(),
-                  "spooled": self.spool.total(), "undelivered": self.spool.count(),
-                  "finished": self.spool.get_meta(FINISHED_KEY), "spool": self.spool.path,
-                  "run": Delivery.load(self.spool).run}
-        return report
+        return DeliveryReport(spooled=self.spool.total(), delivered=counters.delivered, retried=counters.retried,
+                              dropped=counters.dropped, undelivered=self.spool.count(),
+                              finished=self.spool.get_meta(FINISHED_KEY), spool=self.spool.path,
+                              run=Delivery.load(self.spool).run)
 
     def discard(self) -> None:
         """Undo the backend run: ``start_logging`` failed before anything was captured."""
-        self.close(DISCARD, 0.0)
+        self.close(RunStatus.DISCARD, 0.0)
         self.spool.close()
 
     def shutdown(self) -> None:

@@ -2,7 +2,7 @@
 
 Written once for every backend; a backend only says how to deliver a batch, how to make it durable, and which
 errors are permanent. A batch is marked delivered only after ``deliver`` and ``flush`` both returned (the
-contract in :mod:`tracelet_otel.backends`).
+contract in :mod:`tracelet_otel.backends`). The counters live in the spool, so they survive the process.
 """
 
 from __future__ import annotations
@@ -11,29 +11,31 @@ import logging
 import threading
 import time
 
-from tracelet_otel.artifacts import PayloadMissing
-from tracelet_otel.backends import BackendRun
+from tracelet_otel._backend import BackendRun
+from tracelet_otel._logging import OnceLogger
+from tracelet_otel.delivery.backoff import Backoff
 from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
 from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.errors import PayloadMissing, RecordRejected
+from tracelet_otel.records import Record
+from tracelet_otel.reports import DropReason
 
 __all__ = ["Sender"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
-
-MISSING_PAYLOAD = "payload missing from its store"
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 30.0
+_OUTAGE = "outage"  # the OnceLogger key of the warning that the backend is unavailable
 
 
 class Sender:
-    def __init__(self, spool: Spool, backend_run: BackendRun, counters: DeliveryCounters) -> None:
+    def __init__(self, spool: Spool, backend_run: BackendRun) -> None:
         self._spool = spool
         self._run = backend_run
-        self._counters = counters
+        self.counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Event()
-        self._backoff = 0.0
+        self._backoff = Backoff()
+        self._warnings = OnceLogger(_logger)
         self._skip_stored()
         self._thread = threading.Thread(target=self._loop, name=f"tracelet-otel-{backend_run.backend}", daemon=True)
         self._thread.start()
@@ -52,9 +54,14 @@ class Sender:
         return self._spool.count() == 0
 
     def stop(self) -> None:
+        """Stop after the batch in flight; the counters are saved in the spool."""
         self._stopping.set()
         self._wake.set()
         self._thread.join()
+        self._save_counters()
+
+    def _save_counters(self) -> None:
+        self._spool.set_meta(COUNTERS_KEY, self.counters.as_dict())
 
     def _skip_stored(self) -> None:
         """Records a backend already stored before a crash, when sending them again would duplicate them."""
@@ -62,9 +69,9 @@ class Sender:
             return
         stored = self._run.stored_through()
         if stored > self._spool.delivered_seq():
-            self._counters.add(delivered=self._spool.count(through_seq=stored))
+            self.counters.add(delivered=self._spool.count(through_seq=stored))
             self._spool.mark_delivered(stored)
-            self._spool.set_meta(COUNTERS_KEY, self._counters.as_dict())
+            self._save_counters()
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -75,10 +82,9 @@ class Sender:
                                 self._run.backend, _short(error), exc_info=True)
                 delivered = False
             if delivered:
-                self._backoff = 0.0
+                self._backoff.reset()
             else:
-                self._backoff = min(MAX_BACKOFF_S, self._backoff * 2 or FIRST_BACKOFF_S)
-                self._stopping.wait(self._backoff)
+                self._stopping.wait(self._backoff.next())
 
     def _step(self) -> bool:
         """Deliver one batch, or wait for records; False when delivery failed and should back off."""
@@ -88,60 +94,54 @@ class Sender:
             self._wake.wait(0.5)
             self._wake.clear()
             return True
-        return self._deliver(batch)
-
-    def _deliver(self, batch: list[tuple[int, object]]) -> bool:
         try:
             return self._attempt(batch)
         finally:
-            self._spool.set_meta(COUNTERS_KEY, self._counters.as_dict())
+            self._save_counters()
 
-    def _attempt(self, batch: list[tuple[int, object]]) -> bool:
+    def _attempt(self, batch: list[tuple[int, Record]]) -> bool:
         records = [record for _, record in batch]
         try:
-            self._run.deliver(records, batch[-1][0])  # type: ignore[arg-type]
+            self._run.deliver(records, batch[-1][0])
             self._run.flush()
         except Exception as error:
             if not self._is_permanent(error):
-                self._counters.add(retried=len(batch))
-                # One warning per outage, not one per retry.
-                log = _logger.debug if self._backoff else _logger.warning
-                log("tracelet-otel: %s unavailable (%s); retrying with backoff, records wait in %s",
-                    self._run.backend, _short(error), self._spool.path)
+                self.counters.add(retried=len(batch))
+                self._warnings.warning(_OUTAGE, "tracelet-otel: %s unavailable (%s); retrying with backoff, "
+                                       "records wait in %s", self._run.backend, _short(error), self._spool.path)
                 return False
             return self._isolate(batch)
         self._spool.mark_delivered(batch[-1][0])
-        self._counters.add(delivered=len(batch))
-        if self._backoff:
+        self.counters.add(delivered=len(batch))
+        if _OUTAGE in self._warnings:
+            self._warnings.forget(_OUTAGE)
             _logger.warning("tracelet-otel: %s is back; delivering the records that waited", self._run.backend)
         return True
 
-    def _isolate(self, batch: list[tuple[int, object]]) -> bool:
+    def _isolate(self, batch: list[tuple[int, Record]]) -> bool:
         """A permanent error: deliver one at a time, so only the records the backend rejects are dropped.
 
         False when the backend became unavailable meanwhile: what is left is retried like any batch.
         """
         for seq, record in batch:
             try:
-                self._run.deliver([record], seq)  # type: ignore[list-item]
+                self._run.deliver([record], seq)
                 self._run.flush()
-                self._counters.add(delivered=1)
+                self.counters.add(delivered=1)
             except Exception as error:
                 if not self._is_permanent(error):
-                    self._counters.add(retried=1)
+                    self.counters.add(retried=1)
                     return False
-                reason = (MISSING_PAYLOAD if isinstance(error, PayloadMissing)
-                          else f"rejected by {self._run.backend}: {_short(error)}")
-                self._counters.drop(reason)
-                _logger.warning("tracelet-otel: %s %r dropped, %s", getattr(record, "kind", ""),
-                                getattr(record, "tag", ""), reason)
+                reason = (DropReason.PAYLOAD_MISSING if isinstance(error, PayloadMissing)
+                          else DropReason.rejected_by(self._run.backend, _short(error)))
+                self.counters.drop(reason)
+                _logger.warning("tracelet-otel: %s %r dropped, %s", record.kind.value, record.tag, reason)
             self._spool.mark_delivered(seq)
         return True
 
-
     def _is_permanent(self, error: BaseException) -> bool:
         """Retrying cannot help: the backend rejects the data, or a payload is gone from its store."""
-        return isinstance(error, PayloadMissing) or self._run.is_permanent(error)
+        return isinstance(error, PayloadMissing | RecordRejected) or self._run.is_permanent(error)
 
 
 def _short(error: BaseException) -> str:

@@ -4,6 +4,10 @@ Records are on disk before an exporter reports success. Delivery is in order, so
 the highest sequence number the backend has accepted. A crash loses nothing, and replay resumes right after
 that number. Each thread gets its own connection: WAL lets the sender read while the exporter appends.
 
+A row holds a record as its span event does (``telemetry.events``): what every scalar has in columns, the
+other attributes as JSON. ``PRAGMA user_version`` names that layout, so a spool of another layout is refused
+rather than misread.
+
 Records that arrive with a key (the bridge: the sequence number the job's spool gave each record) are stored
 once however often they arrive (``append_new``). Keys are dense, so the spool remembers them as a watermark,
 every key up to it received, plus the keys received above it: a few numbers while records arrive in order.
@@ -18,51 +22,50 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from tracelet_otel.records import Blob, Record, RecordKind
+from tracelet_otel.errors import TraceletError
+from tracelet_otel.records import Record, RecordKind
+from tracelet_otel.telemetry import events, semconv
 
 __all__ = ["Spool"]
 
-_SCHEMA = """
+# The payload hash of a row (semconv.BLOB_SHA256 in its extra), as the index and its query both spell it. The
+# extra of a NaN scalar is not strict JSON, which json_extract refuses, so it is tested first.
+_BLOB_SHA256 = """(CASE WHEN json_valid(extra) THEN json_extract(extra, '$."tracelet.blob.sha256"') END)"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, tag TEXT NOT NULL, step INTEGER NOT NULL,
     wall_time REAL NOT NULL, value REAL, writer TEXT NOT NULL, extra TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- For holds_blob: which payloads the waiting records reference (scalars have no extra, so no index entry; the
--- extra of a NaN or infinite scalar is not strict JSON, which json_extract refuses, so it is tested first).
-CREATE INDEX IF NOT EXISTS records_blob ON records (
-    (CASE WHEN json_valid(extra) THEN json_extract(extra, '$.blob[1]') END)) WHERE extra IS NOT NULL;
+-- For holds_blob: which payloads the waiting records reference (scalars have no extra, so no index entry).
+CREATE INDEX IF NOT EXISTS records_blob ON records ({_BLOB_SHA256}) WHERE extra IS NOT NULL;
 CREATE TABLE IF NOT EXISTS received (key INTEGER PRIMARY KEY);
 """
 _DELIVERED = "delivered_seq"
 _RECEIVED_THROUGH = "received_through"
+FORMAT = 2  # 1: releases before 0.2.0, whose extra column had names of its own
 _INSERT = "INSERT INTO records (kind, tag, step, wall_time, value, writer, extra) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 def _row(record: Record) -> tuple[Any, ...]:
-    """Columns for what every scalar has; JSON only for the rest (and for NaN, which sqlite stores as NULL)."""
-    extra: dict[str, Any] = {}
+    extra = events.optional_attributes(record)
     value = record.value
-    if value is not None and math.isnan(value):
-        extra["value"], value = value, None
-    if record.original_tag != record.tag:
-        extra["original_tag"] = record.original_tag
-    if record.blob is not None:
-        extra["blob"] = list(record.blob)
-    for name in ("filename", "params", "rank"):
-        if getattr(record, name) is not None:
-            extra[name] = getattr(record, name)
+    if value is not None and math.isnan(value):  # sqlite would store it as NULL
+        extra[semconv.VALUE], value = value, None
     return (record.kind.value, record.tag, record.step, record.wall_time, value, record.writer,
             json.dumps(extra, allow_nan=True) if extra else None)
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    _, kind, tag, step, wall_time, value, writer, extra_json = row
-    extra = json.loads(extra_json) if extra_json else {}
-    blob = extra.get("blob")
-    return Record(RecordKind(kind), tag, step, wall_time, writer, extra.get("original_tag", tag),
-                  extra.get("value", value), Blob(*blob) if blob else None, extra.get("filename"),
-                  extra.get("params"), extra.get("rank"))
+    _, kind, tag, step, wall_time, value, writer, extra = row
+    attributes = {semconv.TAG: tag, semconv.STEP: step, semconv.WALL_TIME: wall_time, semconv.WRITER: writer}
+    if value is not None:
+        attributes[semconv.VALUE] = value
+    if extra:
+        attributes.update(json.loads(extra))
+    record = events.decode(events.event_name(RecordKind(kind)), attributes)
+    assert record is not None
+    return record
 
 
 class Spool:
@@ -72,7 +75,14 @@ class Spool:
         self._connections: list[sqlite3.Connection] = []
         connection = self._db()
         connection.execute("PRAGMA journal_mode=WAL")
+        (layout,) = connection.execute("PRAGMA user_version").fetchone()
+        if layout == 0 and connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone():
+            layout = 1
+        if layout not in (0, FORMAT):
+            raise TraceletError(f"{path} was written by another release of tracelet-otel (spool format {layout}, "
+                                f"this one reads {FORMAT}); deliver it with that release")
         connection.executescript(_SCHEMA)
+        connection.execute(f"PRAGMA user_version = {FORMAT}")
 
     def _db(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -147,8 +157,8 @@ class Spool:
 
     def holds_blob(self, sha256: str) -> bool:
         """Whether a record waiting for delivery references the payload with this hash."""
-        row = self._db().execute("SELECT 1 FROM records WHERE extra IS NOT NULL AND (CASE WHEN json_valid(extra) "
-                                 "THEN json_extract(extra, '$.blob[1]') END) = ? LIMIT 1", (sha256,)).fetchone()
+        row = self._db().execute(f"SELECT 1 FROM records WHERE extra IS NOT NULL AND {_BLOB_SHA256} = ? LIMIT 1",
+                                 (sha256,)).fetchone()
         return row is not None
 
     def delivered_seq(self) -> int:

@@ -1,39 +1,61 @@
-"""The delivery worker: a process that owns one backend run and drains one spool into it.
+"""The delivery process: drains spools of one backend into their backend runs, for a training job and for the
+bridge alike.
 
-Each tracker exporter starts one (``python -m tracelet_otel.delivery SPOOL``), so delivery has a core of its
-own, the process that spools never imports the backend's SDK, and delivery outlives a crash of that process.
-Everything the worker needs is in the spool's meta: the backend, its options, and the run to resume (none
-yet: it creates one and records it there, so replay resumes the same run).
+``python -m tracelet_otel.delivery BACKEND [--bridge]``. Each tracker exporter of a job's agent starts one, for
+its one spool; the bridge starts one per backend, for every run it receives, so the backend's SDK is imported
+once however many jobs send. Delivery has a core of its own, the process that spools never imports the
+backend's SDK, and delivery outlives a crash of that process.
 
-It reports ``{"ready": {"run": ..., "url": ...}}`` (or ``{"error": ...}``) as one JSON line on its protocol
-pipe (see :mod:`tracelet_otel._child`), then takes control lines on stdin:
+Everything needed to deliver a spool is in the spool's meta (:class:`Delivery`): the backend, its options, and
+the run to resume (none yet: the first delivery creates it and records it there, so a replay or the next bridge
+resumes the same run). Each spool is delivered by a thread of its own, with the one :class:`Sender`, and speaks
+the helper protocol of :mod:`tracelet_otel._child`: ``Deliver`` opens the spool's run if it is not open and
+wakes its sender; ``Finish`` drains the spool (up to its timeout) and ends the run; ``Opened`` and ``Ended`` say
+what happened. ``Finish`` with ``DISCARD`` undoes the run instead (``BackendRun.discard``).
 
-* ``wake``: records were appended;
-* ``finish STATUS TIMEOUT``: nothing more will come; deliver for up to TIMEOUT seconds, end the backend run
-  with STATUS if everything was delivered, and exit. What is left stays in the spool for replay. The status
-  ``DISCARD`` undoes the run instead (``BackendRun.discard``): ``start_logging`` failed before training began.
+A job and the bridge differ in what cannot be done at once, and in what the end of input means:
 
-End of input without ``finish`` means the spooling process died: the worker still delivers what was spooled
-(up to ``ORPHAN_TIMEOUT_S``) and ends the run as ``KILLED``. ``tracelet-otel replay`` runs the same
-an agent in the foreground, which starts workers like this one.
+* for a job, a spool another process holds, or a run that cannot be opened, is ``Failed`` at once:
+  ``start_logging`` must fail rather than wait. The end of input without ``Finish`` means the job's agent died:
+  what was spooled is still delivered (up to ``ORPHAN_TIMEOUT_S``) and the run ended ``KILLED``. A spool is
+  delivered once.
+* for the bridge (``--bridge``), the lock is waited for (the previous bridge letting go) and opening the run is
+  retried with backoff: records the collector was told are safe must reach their tracker. The end of input means
+  the bridge stops: every sender stops after its batch, and the runs stay open for the next bridge. A spool
+  whose run was ended is delivered again when records arrive for it later (the run is reopened).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
-import sys
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
-from tracelet_otel._child import become_helper, try_lock
-from tracelet_otel.backends import DISCARD, BackendRun, RunInfo, load_backend
-from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
+from tracelet_otel._backend import BackendRun, BackendRunHandle, RunInfo, load_backend
+from tracelet_otel._child import (
+    Deliver,
+    Ended,
+    Failed,
+    Finish,
+    HelperChannel,
+    Message,
+    Opened,
+    Ready,
+    become_helper,
+    try_lock,
+)
+from tracelet_otel._logging import OnceLogger
+from tracelet_otel.delivery.backoff import Backoff
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.layout import spool_lock_path
+from tracelet_otel.reports import RunStatus
 
-__all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "deliver", "end_run", "main", "open_run"]
+__all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "main", "open_run"]
 
 _logger = logging.getLogger("tracelet_otel.delivery")
 
@@ -41,6 +63,8 @@ DELIVERY_KEY = "delivery"  # spool meta: {"backend", "run", "options", "info"}
 FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended with
 CREATING_KEY = "creating"  # spool meta: a backend run is being created and not recorded yet
 ORPHAN_TIMEOUT_S = 600.0
+END_POLL_S = 0.5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,64 +102,196 @@ def open_run(spool: Spool) -> BackendRun:
     return backend_run
 
 
-def deliver(spool: Spool, backend_run: BackendRun, wait_for_finish: Callable[[Sender], tuple[str, float]]) -> bool:
-    """Deliver the spool; ``wait_for_finish`` returns (status, timeout) once nothing more will be spooled.
+class _SpoolDelivery(threading.Thread):
+    """Delivers one spool: opens its run, runs its sender, and ends the run once asked to and drained."""
 
-    Returns whether everything was delivered and the backend run ended.
-    """
-    counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
-    sender = Sender(spool, backend_run, counters)
-    status, timeout = wait_for_finish(sender)
-    if status == DISCARD:
-        sender.stop()
-        backend_run.discard()
-        spool.set_meta(FINISHED_KEY, DISCARD)
+    def __init__(self, path: str, process: _DeliveryProcess) -> None:
+        super().__init__(name=f"tracelet-otel-delivery-{path[-40:]}", daemon=True)
+        self.path = path
+        self._process = process
+        self._wake = threading.Event()
+        self._warnings = OnceLogger(_logger)
+        self.finish: Finish | None = None  # asked for
+        self.ended_status: str | None = None  # done
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_finish(self, finish: Finish) -> None:
+        self.finish = finish
+        self._wake.set()
+
+    def run(self) -> None:
+        lock = self._attempt("take the lock of", lambda: try_lock(spool_lock_path(self.path)),
+                             "another process is delivering it")
+        if lock is None:
+            return
+        try:
+            spool = Spool(self.path)
+            try:
+                backend_run = self._attempt("open the run of", lambda: open_run(spool), "")
+                if backend_run is not None:
+                    self._deliver(spool, backend_run)
+            finally:
+                spool.close()
+        finally:
+            lock.close()
+            self._process.left(self)
+
+    def _attempt(self, what: str, attempt: Callable[[], T | None], refusal: str) -> T | None:
+        """``attempt`` once for a job; for the bridge until it gives a value, backing off like the sender.
+        None if it never did (a job's failure is reported, the bridge stopped)."""
+        backoff = Backoff()
+        while not self._process.stopping.is_set():
+            try:
+                value, reason = attempt(), refusal
+            except Exception as error:
+                value, reason = None, f"{type(error).__name__}: {error}"
+            if value is not None:
+                return value
+            if not self._process.bridge:
+                self._process.channel.send(Failed(f"could not {what} {self.path}: {reason}", spool=self.path))
+                return None
+            self._warnings.warning(what, "tracelet-otel bridge: could not %s %s (%s); retrying", what, self.path,
+                                   reason)
+            self._process.stopping.wait(backoff.next())
+        return None
+
+    def _deliver(self, spool: Spool, backend_run: BackendRun) -> None:
+        channel = self._process.channel
+        channel.send(Opened(self.path, BackendRunHandle.of(self._process.backend, backend_run)))
+        sender = Sender(spool, backend_run)
+        try:
+            while not self._process.stopping.is_set():
+                self._wake.wait(END_POLL_S)
+                self._wake.clear()
+                sender.wake()
+                finish = self.finish
+                if finish is None:
+                    continue
+                if finish.status == RunStatus.DISCARD:
+                    sender.stop()
+                    self._discard(spool, backend_run)
+                    return
+                delivered = sender.drain(END_POLL_S if finish.timeout is None else finish.timeout)
+                if delivered and self._end(spool, backend_run, finish.status):
+                    return
+                if finish.timeout is not None:  # a job's deadline: what is left waits for `tracelet-otel replay`
+                    channel.send(Ended(self.path, None))
+                    return
+        finally:
+            sender.stop()
+
+    def _end(self, spool: Spool, backend_run: BackendRun, status: str) -> bool:
+        """End the backend run and record it in the spool; False if the backend could not be reached."""
+        try:
+            backend_run.finish(status)
+        except Exception as error:  # the backend went away at the last moment: retried, or replay ends the run
+            self._warnings.warning("end", "tracelet-otel: could not end the %s run: %s", backend_run.backend, error)
+            return False
+        self._ended(spool, status)
         return True
-    delivered = sender.drain(timeout)
-    sender.stop()
-    spool.set_meta(COUNTERS_KEY, counters.as_dict())
-    return delivered and end_run(spool, backend_run, status)
+
+    def _discard(self, spool: Spool, backend_run: BackendRun) -> None:
+        try:
+            backend_run.discard()
+        except Exception as error:
+            _logger.warning("tracelet-otel: could not undo the empty %s run: %s", backend_run.backend, error)
+        self._ended(spool, RunStatus.DISCARD)
+
+    def _ended(self, spool: Spool, status: str) -> None:
+        spool.set_meta(FINISHED_KEY, status)
+        self.ended_status = status
+        self._process.channel.send(Ended(self.path, status))
 
 
-def end_run(spool: Spool, backend_run: BackendRun, status: str) -> bool:
-    """End the backend run and record it in the spool; False if the backend could not be reached."""
-    try:
-        backend_run.finish(status)
-    except Exception as error:  # the backend went away at the last moment: replay ends the run
-        _logger.warning("tracelet-otel: could not end the %s run: %s", backend_run.backend, error)
+class _DeliveryProcess:
+    def __init__(self, channel: HelperChannel, backend: str, bridge: bool) -> None:
+        self.channel = channel
+        self.backend = backend
+        self.bridge = bridge
+        self.stopping = threading.Event()
+        self._deliveries: dict[str, _SpoolDelivery] = {}
+        self._lock = threading.Lock()
+
+    def command(self, message: Message) -> None:
+        if isinstance(message, Deliver):
+            delivery = self._delivery(message.spool)
+            if delivery is not None:
+                delivery.wake()
+        elif isinstance(message, Finish) and message.spool is not None:
+            delivery = self._delivery(message.spool)
+            if delivery is not None:
+                delivery.request_finish(message)
+        else:
+            _logger.error("tracelet-otel: the delivery process ignored %r", message)
+
+    def _delivery(self, path: str) -> _SpoolDelivery | None:
+        """The spool's delivery, started if it is not running; None for a job's spool delivered already."""
+        with self._lock:
+            delivery = self._deliveries.get(path)
+            if delivery is None:
+                delivery = self._deliveries[path] = _SpoolDelivery(path, self)
+                delivery.start()
+            elif not delivery.is_alive() and not self.bridge:
+                return None
+            return delivery
+
+    def left(self, delivery: _SpoolDelivery) -> None:
+        """A spool's delivery ended. The bridge's runs go on: records or an end that arrived meanwhile get a
+        fresh delivery (the run is reopened)."""
+        if not self.bridge:
+            return
+        with self._lock:
+            if self._deliveries.get(delivery.path) is delivery:
+                del self._deliveries[delivery.path]
+        finish = delivery.finish
+        if self.stopping.is_set():
+            return
+        if finish is not None and finish.status != delivery.ended_status:
+            self.command(finish)
+        elif _waiting(delivery.path):
+            self.command(Deliver(delivery.path))
+
+    def input_ended(self) -> None:
+        """The parent stopped, or died (the module docstring says what each kind of process does then)."""
+        if self.bridge:
+            self.stopping.set()
+        with self._lock:
+            deliveries = list(self._deliveries.values())
+        for delivery in deliveries:
+            if delivery.finish is None and not self.bridge:
+                delivery.request_finish(Finish(RunStatus.KILLED, ORPHAN_TIMEOUT_S, delivery.path))
+        for delivery in deliveries:
+            delivery.join()
+
+
+def _waiting(path: str) -> bool:
+    if not os.path.exists(path):
         return False
-    spool.set_meta(FINISHED_KEY, status)
-    return True
-
-
-def _follow_control(sender: Sender) -> tuple[str, float]:
-    for line in sys.stdin:
-        words = line.split()
-        if words[:1] == ["wake"]:
-            sender.wake()
-        elif words[:1] == ["finish"]:
-            return words[1], float(words[2])
-    return "KILLED", ORPHAN_TIMEOUT_S
+    spool = Spool(path)
+    try:
+        return spool.count() > 0
+    finally:
+        spool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    protocol = become_helper()
+    parser = argparse.ArgumentParser(prog="python -m tracelet_otel.delivery")
+    parser.add_argument("backend")
+    parser.add_argument("--bridge", action="store_true", help="deliver for the bridge (see the module docstring)")
+    args = parser.parse_args(argv)
+    channel = become_helper()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # the sender reports outages once, itself
-    path = (argv or sys.argv[1:])[0]
-    lock = try_lock(path + ".lock")  # replay and an orphaned worker must never deliver one spool twice over
-    if lock is None:
-        protocol.write(json.dumps({"error": f"{path} is being delivered by another process"}) + "\n")
-        return 2
-    spool = Spool(path)
     try:
-        try:
-            backend_run = open_run(spool)
-        except Exception as error:
-            protocol.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
-            return 2
-        protocol.write(json.dumps({"ready": {"run": backend_run.reference, "url": backend_run.url}}) + "\n")
-        return 0 if deliver(spool, backend_run, _follow_control) else 3
-    finally:
-        spool.close()
-        lock.close()
+        load_backend(args.backend)  # a missing backend package is an error at start, not per spool
+    except Exception as error:
+        channel.send(Failed(f"{type(error).__name__}: {error}"))
+        return 2
+    channel.send(Ready())
+    process = _DeliveryProcess(channel, args.backend, args.bridge)
+    for message in channel.commands():
+        process.command(message)
+    process.input_ended()
+    return 0

@@ -6,7 +6,7 @@ sends every record as a span event to an OpenTelemetry collector, which routes i
 retried like any backend's, so a collector that is down or refuses loses nothing (``docs/collector.md``).
 """
 
-from tracelet_otel.otlp._backend import CollectorUnavailable, OtlpBackend, OtlpRun
+from tracelet_otel.otlp._backend import OtlpBackend, OtlpRun
 from tracelet_otel.otlp._exporter import OtlpSettings
 
-__all__ = ["CollectorUnavailable", "OtlpBackend", "OtlpRun", "OtlpSettings"]
+__all__ = ["OtlpBackend", "OtlpRun", "OtlpSettings"]

@@ -1,7 +1,7 @@
 """The otlp backend: records travel as our span events over OTLP, to a collector that routes them on.
 
-The run's records become span events exactly as the agent emits them (``telemetry.events.encode``), at most
-``EVENTS_PER_SPAN`` a span, each with its sequence number in the run's spool (``tracelet.record.seq``), so that
+The run's records become spans exactly as the agent emits them (``SpanBuilder.record_span``), at most
+``EVENTS_PER_SPAN`` a span, each event with its sequence number in the run's spool (``tracelet.record.seq``), so that
 a receiver stores a record sent twice once. ``finish`` sends the run's end as an event of its own. An export
 that fails raises: the spool keeps the records and the sender retries them with backoff.
 """
@@ -15,19 +15,15 @@ from typing import Any, ClassVar
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from tracelet_otel.backends import Backend, BackendRun, RunInfo
+from tracelet_otel._backend import Backend, BackendRun, RunInfo
+from tracelet_otel.errors import BackendUnavailable
 from tracelet_otel.otlp._exporter import OPTIONS, OtlpSettings, export_errors
 from tracelet_otel.records import Record
-from tracelet_otel.telemetry import events, semconv
-from tracelet_otel.telemetry.emitter import EVENTS_PER_SPAN
+from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.providers import make_resource
-from tracelet_otel.telemetry.spans import SpanBuilder
+from tracelet_otel.telemetry.spans import EVENTS_PER_SPAN, SpanBuilder
 
-__all__ = ["CollectorUnavailable", "OtlpBackend", "OtlpRun"]
-
-
-class CollectorUnavailable(RuntimeError):
-    """The collector did not accept an export (down, refusing, or too slow); the sender retries."""
+__all__ = ["OtlpBackend", "OtlpRun"]
 
 
 class OtlpRun(BackendRun):
@@ -45,6 +41,11 @@ class OtlpRun(BackendRun):
         self._last_seq: int | None = None
 
     @property
+    def run_id(self) -> str:
+        """Our run id: the receiver behind the collector keys the run by it."""
+        return self._run_id
+
+    @property
     def reference(self) -> dict[str, Any]:
         return {"run_id": self._run_id, "endpoint": self._settings.endpoint, "protocol": self._settings.protocol}
 
@@ -56,14 +57,8 @@ class OtlpRun(BackendRun):
         # The spool's sequence numbers are contiguous (AUTOINCREMENT; rows leave only once delivered), so the
         # batch's first record is through_seq - len + 1.
         first_seq = through_seq - len(records) + 1
-        spans = []
-        for start in range(0, len(records), EVENTS_PER_SPAN):
-            span_events = []
-            for offset, record in enumerate(records[start : start + EVENTS_PER_SPAN], first_seq + start):
-                name, attributes, timestamp = events.encode(record)
-                attributes[semconv.RECORD_SEQ] = offset
-                span_events.append(Event(name, attributes, timestamp, limit=None))
-            spans.append(self._spans.span(semconv.SPAN_NAME, span_events))
+        spans = [self._spans.record_span(records[start : start + EVENTS_PER_SPAN], first_seq + start)
+                 for start in range(0, len(records), EVENTS_PER_SPAN)]
         self._export(spans, f"{len(records)} records")
         self._last_seq = max(self._last_seq or 0, through_seq)
 
@@ -83,7 +78,7 @@ class OtlpRun(BackendRun):
         self._errors.take()
         if self._exporter.export(spans) is not SpanExportResult.SUCCESS:
             reason = self._errors.take() or "no reason given"
-            raise CollectorUnavailable(f"{self._settings.target} did not accept {what}: {reason}")
+            raise BackendUnavailable(f"{self._settings.target} did not accept {what}: {reason}")
 
 
 class OtlpBackend(Backend):

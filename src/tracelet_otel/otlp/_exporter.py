@@ -58,7 +58,7 @@ class OtlpSettings:
             timeout = DEFAULT_TIMEOUT_S
         headers = options.get("otlp_headers")
         return cls(protocol=protocol, endpoint=options.get("otlp_endpoint"),
-                   headers=parse_env_headers(headers, liberal=True) if headers else None,
+                   headers=dict(parse_env_headers(headers, liberal=True)) if headers else None,
                    insecure=options.get("otlp_insecure"), certificate=options.get("otlp_certificate"),
                    timeout=timeout)
 

@@ -2,7 +2,8 @@
 
 Records go into spans of at most ``EVENTS_PER_SPAN`` events, one event a record; a span is handed to the span
 processor (and so exported) as soon as it is full or the capture goes idle. Spans are built whole
-(``telemetry.spans``): no sampler or attribute limit of the environment applies to them.
+(``SpanBuilder.record_span``, as the ``otlp`` backend builds them): no sampler or attribute limit of the
+environment applies to them.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from collections.abc import Iterable
 
 from opentelemetry import metrics
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor
 
 from tracelet_otel.records import Record, RecordKind
-from tracelet_otel.telemetry import events, semconv
-from tracelet_otel.telemetry.spans import SpanBuilder
+from tracelet_otel.telemetry import semconv
+from tracelet_otel.telemetry.spans import EVENTS_PER_SPAN, SpanBuilder
 from tracelet_otel.version import __version__
 
-__all__ = ["EVENTS_PER_SPAN", "Emitter"]
-
-EVENTS_PER_SPAN = 256
+__all__ = ["Emitter"]
 
 
 class Emitter:
@@ -33,32 +32,32 @@ class Emitter:
         meter = meter_provider.get_meter("tracelet_otel", __version__)
         # No step attribute: one series per (tag, writer), so dashboards show the latest value.
         self._scalar = meter.create_gauge(semconv.METRIC_SCALAR, description="Latest TensorBoard scalar per tag")
-        self._records = meter.create_counter(semconv.METRIC_RECORDS, unit="{record}",
-                                             description="Records captured from TensorBoard, by kind")
-        self._events: list[Event] = []
+        self._captured = meter.create_counter(semconv.METRIC_RECORDS, unit="{record}",
+                                              description="Records captured from TensorBoard, by kind")
+        self._records: list[Record] = []
         # A gauge reports only its latest value, and a counter a sum: set them once per span, not per record.
         self._latest: dict[tuple[str, str], float] = {}
         self._counts: Counter[RecordKind] = Counter()
 
     def emit(self, records: Iterable[Record]) -> None:
         for record in records:
-            self._events.append(Event(*events.encode(record), limit=None))
+            self._records.append(record)
             # The SDK refuses non-finite gauge values; the span event still carries them.
             if record.kind is RecordKind.SCALAR and record.value is not None and math.isfinite(record.value):
                 self._latest[record.tag, record.writer] = record.value
             self._counts[record.kind] += 1
-            if len(self._events) >= EVENTS_PER_SPAN:
+            if len(self._records) >= EVENTS_PER_SPAN:
                 self.end_span()
 
     def end_span(self) -> None:
         """Export the records emitted so far (the capture went idle)."""
-        if not self._events:
+        if not self._records:
             return
-        span_events, self._events = self._events, []
-        self._span_processor.on_end(self._spans.span(semconv.SPAN_NAME, span_events))
+        records, self._records = self._records, []
+        self._span_processor.on_end(self._spans.record_span(records))
         for (tag, writer), value in self._latest.items():
             self._scalar.set(value, {semconv.TAG: tag, semconv.WRITER: writer})
         for kind, count in self._counts.items():
-            self._records.add(count, {"kind": kind.value})
+            self._captured.add(count, {"kind": kind.value})
         self._latest.clear()
         self._counts.clear()

@@ -1,4 +1,5 @@
-"""Spans that carry records, built whole rather than through a tracer.
+"""Records -> spans, built whole rather than through a tracer: the one way both the agent (``Emitter``) and the
+``otlp`` backend make the spans that carry records.
 
 A tracer would subject them to the user's observability settings: ``OTEL_TRACES_SAMPLER`` (a ratio sampler
 would silently drop records) and ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (it would cut tags and JSON short).
@@ -17,9 +18,13 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from tracelet_otel.records import Record
+from tracelet_otel.telemetry import events, semconv
 from tracelet_otel.version import __version__
 
-__all__ = ["SpanBuilder"]
+__all__ = ["EVENTS_PER_SPAN", "SpanBuilder"]
+
+EVENTS_PER_SPAN = 256
 
 _SCOPE = InstrumentationScope("tracelet_otel", __version__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -31,6 +36,17 @@ class SpanBuilder:
     def __init__(self, resource: Resource) -> None:
         self._resource = resource
         self._ids = RandomIdGenerator()
+
+    def record_span(self, records: Sequence[Record], first_seq: int | None = None) -> ReadableSpan:
+        """One span of at most ``EVENTS_PER_SPAN`` records, an event each; with ``first_seq`` every event also
+        carries its record's sequence number (``tracelet.record.seq``: the first record's is ``first_seq``)."""
+        span_events = []
+        for offset, record in enumerate(records):
+            name, attributes, timestamp = events.encode(record)
+            if first_seq is not None:
+                attributes[semconv.RECORD_SEQ] = first_seq + offset
+            span_events.append(Event(name, attributes, timestamp, limit=None))
+        return self.span(semconv.SPAN_NAME, span_events)
 
     def span(self, name: str, span_events: Sequence[Event]) -> ReadableSpan:
         times = [event.timestamp for event in span_events]

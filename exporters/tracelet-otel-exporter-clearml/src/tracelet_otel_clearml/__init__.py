@@ -16,7 +16,7 @@ How records map to ClearML (see ``_translate``):
   value is not plotted but written to the console log as ``tracelet-otel: scalar 'tag' is nan at step 7``.
 * images and figures -> debug samples (``report_image``, the PNG as TensorBoard encoded it); audio (WAV) and
   video (GIF) -> debug samples (``report_media``); every sample is kept (no history limit).
-* histograms -> a bar plot per step (``report_histogram``: bars at the bucket centres, as wide as the buckets).
+* histograms -> a bar plot per step (``report_histogram``): the bars TensorBoard's own view draws.
 * text -> the console log (``report_text``), as ``<tag> (step <step>): <text>``.
 * hparams -> hyperparameter section ``TB_hparams`` (``task.connect``, as ClearML's binding names it; a later
   value replaces an earlier one); their metrics are scalars like any other; each ``add_hparams`` call's values
@@ -26,10 +26,12 @@ How records map to ClearML (see ``_translate``):
 * the training process, not the delivery worker, is what the task records as its script (repository, branch,
   commit, working directory, entry point) and, as user properties, ``training_command``, ``training_user``,
   ``training_host``, ``training_pid``, ``training_cwd`` and ``tracelet_run_id``.
+
+:mod:`tracelet_otel_clearml.testing` reads an offline session back for tests.
 """
 
-from tracelet_otel_clearml._run import ClearmlBackend, ClearmlRun, PayloadError
+from tracelet_otel_clearml._run import ClearmlBackend, ClearmlRun
 from tracelet_otel_clearml._translate import title_series, translate
 from tracelet_otel_clearml.version import __version__
 
-__all__ = ["ClearmlBackend", "ClearmlRun", "PayloadError", "__version__", "title_series", "translate"]
+__all__ = ["ClearmlBackend", "ClearmlRun", "__version__", "title_series", "translate"]

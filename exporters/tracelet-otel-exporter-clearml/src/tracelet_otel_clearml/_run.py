@@ -9,7 +9,6 @@ subprocess, so that a flush takes milliseconds instead of seconds and closing th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,9 +18,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tracelet_otel.artifacts import EXTENSIONS, local_path, read_blob
-from tracelet_otel.backends import Backend, BackendRun, RunInfo
-from tracelet_otel.records import Blob, Record
+from tracelet_otel.backends import (
+    Backend,
+    BackendRun,
+    OnceLogger,
+    Record,
+    RecordRejected,
+    RunInfo,
+    RunStatus,
+    local_file,
+    read_blob,
+    read_histogram,
+    read_json,
+    save_blob,
+)
 from tracelet_otel_clearml._source import project_name, script_fields, training_properties
 from tracelet_otel_clearml._translate import (
     Call,
@@ -33,12 +43,11 @@ from tracelet_otel_clearml._translate import (
     ReportScalar,
     ReportText,
     UploadArtifact,
-    histogram_bars,
     pr_curve_points,
     translate,
 )
 
-__all__ = ["ClearmlBackend", "ClearmlRun", "PayloadError"]
+__all__ = ["ClearmlBackend", "ClearmlRun"]
 
 _logger = logging.getLogger("tracelet_otel.clearml")
 
@@ -53,10 +62,6 @@ STATUS = "tracelet_status"
 # Debug-sample files of the n-th session of a task are numbered from n * this (see _continue_file_numbering).
 FILES_PER_SESSION = 1_000_000
 MAX_SCRIPT_LENGTH = 500_000  # ClearML's own limit for the code it stores (ScriptInfo.max_diff_size_bytes)
-
-
-class PayloadError(ValueError):
-    """A record's payload is missing from the artifact store or cannot be decoded: retrying cannot help."""
 
 
 class ClearmlRun(BackendRun):
@@ -82,7 +87,12 @@ class ClearmlRun(BackendRun):
         self._scratch = tempfile.mkdtemp(prefix="tracelet-clearml-")  # payloads ClearML reads at flush
         self._errors = _ReportingErrors()
         logging.getLogger("clearml").addHandler(self._errors)
-        self._warned: set[str] = set()
+        self._warnings = OnceLogger(_logger)
+
+    @property
+    def run_id(self) -> str:
+        """The task id."""
+        return str(self._task.id)
 
     @property
     def reference(self) -> dict[str, Any]:
@@ -97,10 +107,9 @@ class ClearmlRun(BackendRun):
 
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
         translation = translate(records)
-        for tag in sorted(translation.non_finite - self._warned):
-            self._warned.add(tag)
-            _logger.warning("tracelet-otel: %r has NaN or inf values; ClearML cannot plot them, so each is a line "
-                            "in the task's console log instead", tag)
+        for tag in sorted(translation.non_finite):
+            self._warnings.warning(tag, "tracelet-otel: %r has NaN or inf values; ClearML cannot plot them, so each "
+                                   "is a line in the task's console log instead", tag)
         # Every payload is read before anything is handed to ClearML: a bad one raises with nothing sent, so
         # the sender's record-by-record retry duplicates nothing.
         prepared = [(call, self._prepare(call)) for call in translation.calls]
@@ -137,9 +146,6 @@ class ClearmlRun(BackendRun):
     def stored_through(self) -> int:
         return self._stored_through
 
-    def is_permanent(self, error: BaseException) -> bool:
-        return isinstance(error, PayloadError)
-
     def finish(self, status: str) -> None:
         """Close the task. ClearML's close marks it completed; a FAILED or KILLED run is then marked failed or
         stopped. An offline session keeps no status of its own (importing it marks it completed), so the status
@@ -147,12 +153,12 @@ class ClearmlRun(BackendRun):
         self._task.set_user_properties(**{STATUS: status})
         task_id, offline = self._task.id, self._task.is_offline()
         self._close()
-        if offline or status == "FINISHED":
+        if offline or status == RunStatus.FINISHED:
             return
         from clearml import Task
 
-        closed = Task.get_task(task_id=task_id)
-        if status == "KILLED":
+        closed: Any = Task.get_task(task_id=task_id)
+        if status == RunStatus.KILLED:
             closed.mark_stopped(force=True, status_message="the training process died")
         else:
             closed.mark_failed(status_reason="tracelet-otel: the run failed", force=True)
@@ -177,44 +183,25 @@ class ClearmlRun(BackendRun):
 
     # -- payloads ----------------------------------------------------------------------------------------------
     def _prepare(self, call: Call) -> Any:
-        """What executing ``call`` needs from its payload: a file path, the decoded JSON, or the text."""
+        """What executing ``call`` needs from its payload: a file path, the bars or points, or the text."""
         if isinstance(call, ReportText):
-            return call.message + (self._read(call.blob).decode("utf-8", "replace") if call.blob else "")
+            return call.message + (read_blob(call.blob).decode("utf-8", "replace") if call.blob else "")
         if isinstance(call, ReportImage | ReportMedia):
-            return self._file(call.blob)
+            return local_file(call.blob, self._scratch)
         if isinstance(call, ReportHistogram):
-            return self._decode(call.blob, histogram_bars)
+            return read_histogram(call.blob).bars()
         if isinstance(call, ReportPrCurve):
-            return self._decode(call.blob, pr_curve_points)
+            try:
+                return pr_curve_points(read_json(call.blob))
+            except (KeyError, TypeError, ValueError) as error:
+                raise RecordRejected(f"payload {call.blob.uri} is not a PR curve: {error!r}") from error
         if isinstance(call, UploadArtifact):
-            return self._file(call.blob, call.filename)
+            # ClearML names an upload after its file, so the artifact gets the file name it is filed under.
+            target = os.path.join(self._scratch, call.blob.sha256, call.filename)
+            if not os.path.exists(target):
+                save_blob(call.blob, target)
+            return target
         return None
-
-    def _read(self, blob: Blob) -> bytes:
-        try:
-            return read_blob(blob)
-        except FileNotFoundError as error:
-            raise PayloadError(f"payload {blob.uri} is missing from the artifact store") from error
-
-    def _file(self, blob: Blob, filename: str | None = None) -> str:
-        """A local file with the payload; ClearML names uploads after the file, so artifacts get theirs."""
-        source = local_path(blob)
-        if source is not None and filename is None:
-            return source
-        target = os.path.join(self._scratch, blob.sha256, filename or blob.sha256 + EXTENSIONS.get(blob.media_type, ""))
-        if not os.path.exists(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if source is not None:
-                shutil.copyfile(source, target)
-            else:
-                Path(target).write_bytes(self._read(blob))
-        return target
-
-    def _decode(self, blob: Blob, convert: Any) -> Any:
-        try:
-            return convert(json.loads(self._read(blob)))
-        except (ValueError, KeyError, TypeError) as error:
-            raise PayloadError(f"payload {blob.uri} is not what its record says: {error}") from error
 
     # -- calls ---------------------------------------------------------------------------------------------------
     def _execute(self, call: Call, payload: Any) -> None:
@@ -231,9 +218,9 @@ class ClearmlRun(BackendRun):
             logger.report_media(call.title, call.series, call.iteration, local_path=payload,
                                 file_extension=call.extension, max_history=-1)
         elif isinstance(call, ReportHistogram):
-            centres, widths, counts = payload
-            logger.report_histogram(call.title, call.series, counts, call.iteration, xlabels=centres,
-                                    xaxis="value", yaxis="count", data_args={"width": widths})
+            bars = payload
+            logger.report_histogram(call.title, call.series, bars.counts, call.iteration, xlabels=bars.centres,
+                                    xaxis="value", yaxis="count", data_args={"width": [bars.width] * len(bars.counts)})
         elif isinstance(call, ReportPrCurve):
             logger.report_scatter2d(call.title, call.series, payload, call.iteration, xaxis="recall",
                                     yaxis="precision", mode="lines")
@@ -293,14 +280,14 @@ class ClearmlBackend(Backend):
         if resume and resume.get("offline"):
             Task.set_offline(True)
         monitoring = options.get("clearml_resource_monitoring")
-        init = {"project_name": project_name(run.project, source), "task_name": run.exp_name,
-                "auto_connect_frameworks": _BINDINGS_OFF, "auto_connect_arg_parser": False,
-                "auto_connect_streams": False,
-                "auto_resource_monitoring": (monitoring is not False and not resume
-                                             and _training_process_monitor(source.get("pid")))}
+        init: dict[str, Any] = {"project_name": project_name(run.project, source), "task_name": run.exp_name,
+                                "auto_connect_frameworks": _BINDINGS_OFF, "auto_connect_arg_parser": False,
+                                "auto_connect_streams": False,
+                                "auto_resource_monitoring": (monitoring is not False and not resume
+                                                             and _training_process_monitor(source.get("pid")))}
         if resume:
             return _reopen(Task, init, resume["task_id"])
-        task = Task.init(reuse_last_task_id=False, **init)
+        task: Any = Task.init(reuse_last_task_id=False, **init)
         _describe_training_process(task, source)
         task.set_user_properties(**{SESSIONS: 1}, **training_properties(run.run_id, run.rank, source))
         return ClearmlRun(task, stored_through=0, first_file_number=0)
@@ -349,7 +336,7 @@ def _training_process_monitor(pid: int | None) -> Any:
         return ResourceMonitor
     import psutil
 
-    class TrainingProcessMonitor(ResourceMonitor):  # type: ignore[misc, valid-type]
+    class TrainingProcessMonitor(ResourceMonitor):
         def __init__(self, task: Any, **kwargs: Any) -> None:
             super().__init__(task, **kwargs)
             if self._process_info is not None:  # None: the user's configuration asks for the whole machine

@@ -16,10 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from tracelet_otel.artifacts import EXTENSIONS
-from tracelet_otel.records import PAYLOAD_FOLDERS, Blob, ParamValue, Record, RecordKind
+from tracelet_otel.backends import Blob, ParamValue, Record, RecordKind, extension, payload_path
 
 __all__ = [
     "ConnectHparams",
@@ -31,7 +29,6 @@ __all__ = [
     "ReportText",
     "Translation",
     "UploadArtifact",
-    "histogram_bars",
     "hparam_value",
     "pr_curve_points",
     "title_series",
@@ -39,7 +36,6 @@ __all__ = [
 ]
 
 HPARAMS_SECTION = "TB_hparams"  # the hyperparameters section ClearML's own TensorBoard binding fills
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +77,7 @@ class ReportMedia:
 
 @dataclass(frozen=True, slots=True)
 class ReportHistogram:
-    """A bar plot of one TensorBoard histogram (the blob's JSON; see :func:`histogram_bars`)."""
+    """A bar plot of one TensorBoard histogram: the bars TensorBoard's own view draws (``Histogram.bars``)."""
 
     title: str
     series: str
@@ -164,7 +160,7 @@ def _call(record: Record, translation: Translation) -> Call | None:
     if kind is RecordKind.IMAGE:
         return ReportImage(title, series, step, blob)
     if kind in (RecordKind.AUDIO, RecordKind.VIDEO):
-        return ReportMedia(title, series, step, blob, EXTENSIONS.get(blob.media_type, ".bin"))
+        return ReportMedia(title, series, step, blob, extension(blob.media_type))
     if kind is RecordKind.TEXT:
         return ReportText(f"{record.tag} (step {step}): ", blob)
     if kind is RecordKind.HISTOGRAM:
@@ -175,45 +171,8 @@ def _call(record: Record, translation: Translation) -> Call | None:
 
 
 def _artifact(record: Record, blob: Blob) -> UploadArtifact:
-    folder = PAYLOAD_FOLDERS[record.kind]
-    if record.kind is RecordKind.HPARAMS:  # one file per add_hparams call, named after its TensorBoard run
-        filename = record.filename or f"step_{record.step}.json"
-        return UploadArtifact(_join(folder, record.writer, filename), blob, filename)
-    if record.filename:  # several files for one call: embeddings, mesh components
-        return UploadArtifact(_join(folder, record.tag, f"step_{record.step}", record.filename), blob,
-                              record.filename)
-    filename = f"step_{record.step}{EXTENSIONS.get(blob.media_type, '.bin')}"
-    return UploadArtifact(_join(folder, record.tag, filename), blob, filename)
-
-
-def _join(*parts: str) -> str:
-    return "/".join(part for part in parts if part)
-
-
-def histogram_bars(histogram: Mapping[str, Any]) -> tuple[list[float], list[float], list[float]]:
-    """TensorBoard histogram JSON -> (bar centres, bar widths, counts) for ClearML's bar plot.
-
-    Bucket ``i`` holds the values in (``bucket_limit[i-1]``, ``bucket_limit[i]``], so the first starts at the
-    data's ``min``. TensorBoard's outermost limits can be +/-DBL_MAX: every edge is clamped to [``min``,
-    ``max``], so each bar is drawn where its values are and an empty outer bucket has no width.
-    """
-    limits, counts = list(histogram["bucket_limit"]), [float(c) for c in histogram["bucket"]]
-    if not limits:
-        return [], [], []
-    low = _finite_or(histogram.get("min"), limits[0])
-    high = _finite_or(histogram.get("max"), limits[-1])
-    centres, widths = [], []
-    left = low
-    for limit in limits:
-        right = high if math.isnan(limit) else min(max(limit, low), high)
-        centres.append((left + right) / 2)
-        widths.append(max(right - left, 0.0))
-        left = right
-    return centres, widths, counts
-
-
-def _finite_or(value: Any, fallback: float) -> float:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else fallback
+    path = payload_path(record)
+    return UploadArtifact(path.path, blob, path.filename)
 
 
 def pr_curve_points(curve: Mapping[str, list[float]]) -> list[list[float]]:

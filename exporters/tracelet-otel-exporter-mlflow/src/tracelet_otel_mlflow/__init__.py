@@ -9,14 +9,13 @@
 How records map to MLflow: scalars -> metrics through ``log_batch`` (step = TensorBoard step, timestamp =
 TensorBoard wall time in ms); hparams -> params; payloads -> artifacts under ``images/``, ``histograms/``,
 ``text/``, ``audio/``, ``graphs/``... (see ``_translate``); images and pictures of histograms also go to MLflow's
-image view, a chart per key with a step slider (:func:`logged_images` lists them).
+image view, a chart per key with a step slider (:mod:`tracelet_otel_mlflow.testing` reads it back for tests).
 """
 
 from tracelet_otel_mlflow._exporters import MlflowMetricExporter, MlflowSpanExporter
-from tracelet_otel_mlflow._image_view import LoggedImage, logged_images
 from tracelet_otel_mlflow._run import MlflowBackend, MlflowRun
 from tracelet_otel_mlflow._translate import mlflow_image_key, mlflow_name, translate
 from tracelet_otel_mlflow.version import __version__
 
-__all__ = ["LoggedImage", "MlflowBackend", "MlflowMetricExporter", "MlflowRun", "MlflowSpanExporter", "__version__",
-           "logged_images", "mlflow_image_key", "mlflow_name", "translate"]
+__all__ = ["MlflowBackend", "MlflowMetricExporter", "MlflowRun", "MlflowSpanExporter", "__version__",
+           "mlflow_image_key", "mlflow_name", "translate"]

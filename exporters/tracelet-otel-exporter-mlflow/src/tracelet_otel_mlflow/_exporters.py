@@ -10,12 +10,14 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
 from tracelet_otel.backends import RunInfo
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
+from tracelet_otel.errors import ConfigurationError
 from tracelet_otel_mlflow._run import MlflowBackend
 from tracelet_otel_mlflow._translate import translate_metrics
 
 __all__ = ["MlflowMetricExporter", "MlflowSpanExporter"]
 
 _logger = logging.getLogger("tracelet_otel.mlflow")
+
 
 class MlflowSpanExporter(TrackerSpanExporter):
     """Delivers the tracelet-otel span events it receives to an MLflow run, through a durable spool.
@@ -27,21 +29,22 @@ class MlflowSpanExporter(TrackerSpanExporter):
         tracking_uri: MLflow's tracking URI; MLflow's own default when None.
 
     Raises:
-        RuntimeError: the run could not be opened.
+        ConfigurationError: neither ``run_id`` nor ``run``.
+        RunNotStarted: the run could not be opened.
     """
 
     def __init__(self, spool_path: str, *, run_id: str | None = None, run: RunInfo | None = None,
                  tracking_uri: str | None = None) -> None:
         if run_id is None and run is None:
-            raise ValueError("MlflowSpanExporter needs run_id= (an existing run) or run= (one to create)")
+            raise ConfigurationError("MlflowSpanExporter needs run_id= (an existing run) or run= (one to create)")
         existing = {"run_id": run_id, "tracking_uri": tracking_uri} if run_id else None
         info = dataclasses.asdict(run or RunInfo("", "", None))
         options = {"mlflow_tracking_uri": tracking_uri}
         super().__init__(spool_path, Delivery(MlflowBackend.name, existing, options, info))
-        self.run_id = str(self.wait_ready()["run"]["run_id"])
+        self.run_id = self.wait_ready().run_id
 
 
-class MlflowMetricExporter(MetricExporter):  # type: ignore[misc]
+class MlflowMetricExporter(MetricExporter):
     """Sends OpenTelemetry metrics (gauges, sums, histograms) to an MLflow run as metrics."""
 
     def __init__(self, run_id: str, tracking_uri: str | None = None, **kwargs: Any) -> None:

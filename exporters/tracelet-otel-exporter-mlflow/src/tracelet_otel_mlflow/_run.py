@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from tracelet_otel.artifacts import local_path, read_blob
-from tracelet_otel.backends import Backend, BackendRun, RunInfo
-from tracelet_otel.records import Record
+from tracelet_otel.backends import (
+    Backend,
+    BackendRun,
+    OnceLogger,
+    PayloadMissing,
+    Record,
+    RunInfo,
+    RunStatus,
+    read_blob,
+    read_histogram,
+    save_blob,
+)
 from tracelet_otel_mlflow._histogram_picture import histogram_pictures
 from tracelet_otel_mlflow._image_view import IMAGES_FOLDER
 from tracelet_otel_mlflow._translate import LogArtifact, LogBatch, LogImage, translate
@@ -39,12 +46,16 @@ class MlflowRun(BackendRun):
 
     def __init__(self, client: Any, run: Any, experiment_id: str, histogram_images: bool = True) -> None:
         self._client = client
-        self.run_id: str = run.info.run_id
+        self._run_id: str = run.info.run_id
         self._experiment_id = experiment_id
         self._params: dict[str, str] = dict(run.data.params)
         self._histogram_images = histogram_images
         self._images_tagged = False
-        self._warned: set[str] = set()
+        self._warnings = OnceLogger(_logger)
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
 
     @property
     def reference(self) -> dict[str, Any]:
@@ -62,10 +73,10 @@ class MlflowRun(BackendRun):
 
         translation = translate(records, histogram_images=self._histogram_images)
         for tag, name in translation.renamed.items():
-            self._warn_once(tag, f"tracelet-otel: MLflow rejects the name {tag!r}; logged as {name!r}")
+            self._warnings.warning(tag, "tracelet-otel: MLflow rejects the name %r; logged as %r", tag, name)
         for tag, key in translation.renamed_images.items():
-            self._warn_once("image key:" + tag, f"tracelet-otel: MLflow image keys take only ASCII letters, digits and "
-                            f"'_-./ '; the images of {tag!r} are shown under the key {key!r}")
+            self._warnings.warning(("image key", tag), "tracelet-otel: MLflow image keys take only ASCII letters, "
+                                   "digits and '_-./ '; the images of %r are shown under the key %r", tag, key)
         # The batch's files go up in one log_artifacts call: a call per file costs about a millisecond more each.
         with tempfile.TemporaryDirectory(prefix="tracelet-mlflow-") as staging:
             images = False
@@ -73,7 +84,7 @@ class MlflowRun(BackendRun):
                 if isinstance(call, LogBatch):
                     self._log_batch(call)
                 elif isinstance(call, LogArtifact):
-                    _stage_artifact(call, staging)
+                    save_blob(call.blob, os.path.join(staging, call.artifact_path, call.filename))
                 elif isinstance(call, LogImage):
                     images = self._stage_image(call, staging) or images
             if images and not self._images_tagged:  # the tag that makes MLflow's UI look for images at all
@@ -102,22 +113,24 @@ class MlflowRun(BackendRun):
             if logged is None:
                 new.append((key, value))
             elif logged != value:
-                self._warn_once("param:" + key, f"tracelet-otel: MLflow param {key!r} is already {logged!r}; "
-                                f"{value!r} is kept in this add_hparams call's artifact under hparams/")
+                self._warnings.warning(("param", key), "tracelet-otel: MLflow param %r is already %r; %r is kept in "
+                                       "this add_hparams call's artifact under hparams/", key, logged, value)
         return new
 
     def _stage_image(self, call: LogImage, staging: str) -> bool:
         """The files ``MlflowClient.log_image`` would write, under names that a resent batch writes again;
         False when the payload cannot be drawn."""
-        payload = read_blob(call.blob)
         try:
             if call.histogram:
-                png, thumbnail = histogram_pictures(json.loads(payload))
+                png, thumbnail = histogram_pictures(read_histogram(call.blob))
             else:
-                png, thumbnail = payload, _thumbnail(payload)
-        except Exception as error:  # Pillow cannot read it: retrying cannot help, and its artifact is delivered
-            self._warn_once(f"picture:{call.key}", f"tracelet-otel: {call.key!r} step {call.step} is not in "
-                            f"MLflow's image view (the payload could not be drawn: {error})")
+                png = read_blob(call.blob)
+                thumbnail = _thumbnail(png)
+        except PayloadMissing:  # the record is dropped, and counted
+            raise
+        except Exception as error:  # it cannot be drawn: retrying cannot help, and its artifact is delivered
+            self._warnings.warning(("picture", call.key), "tracelet-otel: %r step %d is not in MLflow's image view "
+                                   "(the payload could not be drawn: %s)", call.key, call.step, error)
             return False
         folder = os.path.join(staging, IMAGES_FOLDER)
         os.makedirs(folder, exist_ok=True)
@@ -134,13 +147,8 @@ class MlflowRun(BackendRun):
 
     def discard(self) -> None:
         """MLflow's delete: the empty run leaves the run list (and can be restored from the UI's deleted runs)."""
-        self._client.set_terminated(self.run_id, "FAILED")
+        self._client.set_terminated(self.run_id, RunStatus.FAILED)
         self._client.delete_run(self.run_id)
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _logger.warning(message)
 
 
 class MlflowBackend(Backend):
@@ -184,17 +192,6 @@ class MlflowBackend(Backend):
         if not found:
             return None
         return self.open_run(run, options, resume={"run_id": found[0].info.run_id, "tracking_uri": client.tracking_uri})
-
-
-def _stage_artifact(call: LogArtifact, staging: str) -> None:
-    folder = os.path.join(staging, call.artifact_path)
-    os.makedirs(folder, exist_ok=True)
-    source = local_path(call.blob)
-    if source is not None:
-        shutil.copyfile(source, os.path.join(folder, call.filename))
-    else:
-        with open(os.path.join(folder, call.filename), "wb") as file:
-            file.write(read_blob(call.blob))
 
 
 def _thumbnail(png: bytes) -> bytes:

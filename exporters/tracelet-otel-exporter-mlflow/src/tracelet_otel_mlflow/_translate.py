@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracelet_otel.artifacts import EXTENSIONS
-from tracelet_otel.records import PAYLOAD_FOLDERS, Blob, Record, RecordKind
+from tracelet_otel.backends import Blob, Record, RecordKind, payload_path
 from tracelet_otel_mlflow._image_view import image_file_stem
 
 __all__ = ["HISTOGRAM_IMAGE_PREFIX", "LogArtifact", "LogBatch", "LogImage", "MetricPoint", "Translation",
@@ -32,7 +31,6 @@ _INVALID_CHARACTER = re.compile(r"[^/\w.\- :]")
 _INVALID_IMAGE_KEY_CHARACTER = re.compile(r"[^a-zA-Z0-9_\-./ ]")
 # Pictures of histograms are keyed like the folder of their JSON artifacts: histograms/<tag>.
 HISTOGRAM_IMAGE_PREFIX = "histograms/"
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,17 +163,8 @@ def translate(records: Iterable[Record], *, histogram_images: bool = True) -> Tr
 
 def _artifact(record: Record, name: Callable[[str], str]) -> LogArtifact:
     assert record.blob is not None
-    folder = PAYLOAD_FOLDERS[record.kind]
-    extension = EXTENSIONS.get(record.blob.media_type, ".bin")
-    if record.kind is RecordKind.HPARAMS:  # one file per add_hparams call, named after its TensorBoard run
-        return LogArtifact(record.blob, _join(folder, record.writer), record.filename or f"step_{record.step}.json")
-    if record.filename:  # several files for one call: embeddings, mesh components, graph
-        return LogArtifact(record.blob, _join(folder, name(record.tag), f"step_{record.step}"), record.filename)
-    return LogArtifact(record.blob, _join(folder, name(record.tag)), f"step_{record.step}{extension}")
-
-
-def _join(*parts: str) -> str:
-    return "/".join(part for part in parts if part)
+    folder, filename = payload_path(record, tag=name)
+    return LogArtifact(record.blob, folder, filename)
 
 
 def translate_metrics(metrics_data: Any, step: int) -> list[MetricPoint]:

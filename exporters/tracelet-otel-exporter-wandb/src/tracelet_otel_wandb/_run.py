@@ -21,9 +21,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tracelet_otel.artifacts import EXTENSIONS, local_path, read_blob
-from tracelet_otel.backends import Backend, BackendRun, RunInfo
-from tracelet_otel.records import Blob, Record, RecordKind
+from tracelet_otel.backends import (
+    Backend,
+    BackendRun,
+    Histogram,
+    OnceLogger,
+    Record,
+    RecordKind,
+    RecordRejected,
+    RunInfo,
+    RunStatus,
+    local_file,
+    read_blob,
+)
 from tracelet_otel_wandb._transaction_log import RunLogWatch, run_directories
 from tracelet_otel_wandb._translate import (
     STEP_KEY,
@@ -31,13 +41,12 @@ from tracelet_otel_wandb._translate import (
     Media,
     SaveFile,
     UpdateConfig,
-    histogram_bins,
     pr_curve_table,
     text_html,
     translate,
 )
 
-__all__ = ["DELIVERED_SEQ_KEY", "RejectedRecord", "WandbBackend", "WandbRun"]
+__all__ = ["DELIVERED_SEQ_KEY", "WandbBackend", "WandbRun"]
 
 _logger = logging.getLogger("tracelet_otel.wandb")
 
@@ -46,12 +55,9 @@ DELIVERED_SEQ_KEY = "_tracelet_delivered_seq"  # a summary key; W&B hides keys t
 TRANSACTION_LOG_FLUSH_INTERVAL_S = 0.01
 LOG_TIMEOUT_S = 60.0
 LOG_POLL_S = 0.01
-EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 2}  # W&B shows exit code 0 as finished, any other as failed
+# W&B shows exit code 0 as finished, any other as failed.
+EXIT_CODES = {RunStatus.FINISHED: 0, RunStatus.FAILED: 1, RunStatus.KILLED: 2}
 NO_PROGRAM = "<python with no main file>"  # what W&B records itself for `python -c` and interactive sessions
-
-
-class RejectedRecord(Exception):
-    """A payload W&B cannot take (an unreadable image, a malformed histogram): retrying cannot help."""
 
 
 class WandbRun(BackendRun):
@@ -78,7 +84,7 @@ class WandbRun(BackendRun):
         self._unconfirmed = 0  # records at the head of the spool handed to W&B since the last flush
         without_log = run.disabled or (run.settings.x_skip_transaction_log and not self._offline)
         self._watch = None if without_log else RunLogWatch(run.settings.sync_file, DELIVERED_SEQ_KEY)
-        self._warned: set[str] = set()
+        self._warnings = OnceLogger(_logger)
 
     @property
     def run_id(self) -> str:
@@ -107,7 +113,7 @@ class WandbRun(BackendRun):
         fresh = records[self._unconfirmed :]
         translation = translate(fresh)
         for tag, key in translation.renamed.items():
-            self._warn_once(tag, f"tracelet-otel: W&B keeps the key {tag!r} for itself; logged as {key!r}")
+            self._warnings.warning(tag, "tracelet-otel: W&B keeps the key %r for itself; logged as %r", tag, key)
         with tempfile.TemporaryDirectory(prefix="tracelet-wandb-") as scratch:
             # Every payload is read and checked before anything is logged: a rejected record leaves nothing
             # half-logged behind for the sender's record-by-record retry.
@@ -147,9 +153,6 @@ class WandbRun(BackendRun):
     def stored_through(self) -> int:
         return self._stored_through
 
-    def is_permanent(self, error: BaseException) -> bool:
-        return isinstance(error, RejectedRecord)
-
     def finish(self, status: str) -> None:
         """End the run: exit code 0 for ``FINISHED`` (W&B: finished), 1 for ``FAILED`` and 2 for ``KILLED``
         (W&B: failed; it has no state a client can set for a killed job).
@@ -165,7 +168,7 @@ class WandbRun(BackendRun):
 
     def discard(self) -> None:
         """End the empty run failed; offline, also delete its directory, so ``wandb sync`` never uploads it."""
-        self.finish("FAILED")
+        self.finish(RunStatus.FAILED)
         if self._offline:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -191,17 +194,17 @@ class WandbRun(BackendRun):
             # W&B refuses to change a config value unless asked; a later add_hparams call wins (every call's
             # values are also in its own file under hparams/).
             return lambda: self._run.config.update(dict(call.values), allow_val_change=True)
-        source = _local_file(call.blob, scratch)
+        source = local_file(call.blob, scratch)
         return lambda: self._save_file(source, call.path)
 
     def _media(self, media: Media, scratch: str) -> Any:
+        """The W&B media object. The payload is read first: an unreachable artifact store is retried, a missing
+        payload dropped; what W&B then cannot take is rejected."""
         import wandb
 
-        path = _local_file(media.blob, scratch)  # an unreachable artifact store is retried, not rejected
-        data = b""
-        if media.kind in (RecordKind.HISTOGRAM, RecordKind.TEXT, RecordKind.PR_CURVE):
-            with open(path, "rb") as file:
-                data = file.read()
+        files = media.kind in (RecordKind.IMAGE, RecordKind.VIDEO, RecordKind.AUDIO)
+        path = local_file(media.blob, scratch) if files else ""
+        data = b"" if files else read_blob(media.blob)
         try:
             if media.kind is RecordKind.IMAGE:
                 return wandb.Image(path)
@@ -210,7 +213,7 @@ class WandbRun(BackendRun):
             if media.kind is RecordKind.AUDIO:
                 return wandb.Audio(path)  # from the WAV file: no soundfile package needed
             if media.kind is RecordKind.HISTOGRAM:
-                counts, edges = histogram_bins(json.loads(data))
+                edges, counts = Histogram.from_json(json.loads(data)).bars()
                 return wandb.Histogram(np_histogram=(np.asarray(counts), np.asarray(edges)))
             if media.kind is RecordKind.TEXT:
                 return wandb.Html(text_html(data.decode("utf-8", "replace")), inject=False)
@@ -218,7 +221,7 @@ class WandbRun(BackendRun):
             columns: list[str | int] = list(names)
             return wandb.Table(columns=columns, data=rows)
         except Exception as error:
-            raise RejectedRecord(f"W&B rejects the {media.kind.value} payload {media.blob.uri}: {error}") from error
+            raise RecordRejected(f"W&B rejects the {media.kind.value} payload {media.blob.uri}: {error}") from error
 
     def _save_file(self, source: str, path: str) -> None:
         target = os.path.join(self._run.dir, path)
@@ -226,21 +229,6 @@ class WandbRun(BackendRun):
         shutil.copyfile(source, target)
         self._run.save(target, base_path=self._run.dir, policy="now")
 
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _logger.warning(message)
-
-
-def _local_file(blob: Blob, scratch: str) -> str:
-    """The blob as a local file with its extension (W&B infers media formats from it)."""
-    path = local_path(blob)
-    if path is not None:
-        return path
-    path = os.path.join(scratch, blob.sha256 + EXTENSIONS.get(blob.media_type, ".bin"))
-    with open(path, "wb") as file:
-        file.write(read_blob(blob))
-    return path
 
 
 class WandbBackend(Backend):

@@ -17,31 +17,29 @@ itself (starting with ``_``, like ``_step``), the step metric ``global_step``, o
 
 **Values.** Scalars as they are (NaN and +/-inf included). Images -> ``wandb.Image`` (TensorBoard's PNG, byte
 for byte), videos -> ``wandb.Video`` (its GIF), audio -> ``wandb.Audio`` (its WAV), histograms ->
-``wandb.Histogram`` from TensorBoard's own buckets (:func:`histogram_bins`), text -> ``wandb.Html``
+``wandb.Histogram`` of the bars TensorBoard's own view draws (``Histogram.bars``: 30 bins, within the 512
+W&B takes), text -> ``wandb.Html``
 (:func:`text_html`), PR curves -> ``wandb.Table`` (:func:`pr_curve_table`): all in the row of their step.
 hparams -> the run config (their metrics are scalars like any other), and each ``add_hparams`` call's values as
-a file. Graphs, embeddings, meshes, custom scalar layouts and other tensors -> files in the run
-(:func:`file_path`), as W&B has no type for them.
+a file. Graphs, embeddings, meshes, custom scalar layouts and other tensors -> files in the run, where every
+tracker files them (``tracelet_otel.backends.payload_path``), as W&B has no type for them.
 """
 
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracelet_otel.artifacts import EXTENSIONS
-from tracelet_otel.records import PAYLOAD_FOLDERS, Blob, ParamValue, Record, RecordKind
+from tracelet_otel.backends import Blob, ParamValue, Record, RecordKind, payload_path
 
-__all__ = ["STEP_KEY", "WALL_TIME_KEY", "LogRow", "Media", "SaveFile", "Translation", "UpdateConfig", "file_path",
-           "histogram_bins", "pr_curve_table", "text_html", "translate", "wandb_key"]
+__all__ = ["STEP_KEY", "WALL_TIME_KEY", "LogRow", "Media", "SaveFile", "Translation", "UpdateConfig",
+           "pr_curve_table", "text_html", "translate", "wandb_key"]
 
 STEP_KEY = "global_step"
 WALL_TIME_KEY = "_timestamp"
 RESERVED_TAG_PREFIX = "tb/"
-MAX_HISTOGRAM_BINS = 512  # wandb.Histogram refuses more
 
 MEDIA_KINDS = frozenset({RecordKind.IMAGE, RecordKind.VIDEO, RecordKind.AUDIO, RecordKind.HISTOGRAM, RecordKind.TEXT,
                          RecordKind.PR_CURVE})
@@ -108,7 +106,7 @@ def translate(records: Iterable[Record]) -> Translation:
             value = Media(record.kind, record.blob)
         else:
             if record.blob is not None:
-                files.append(SaveFile(record.blob, file_path(record)))
+                files.append(SaveFile(record.blob, payload_path(record).path))
             continue
         key = wandb_key(record.tag)
         if key != record.tag:
@@ -126,46 +124,6 @@ def translate(records: Iterable[Record]) -> Translation:
     translation.calls.extend(LogRow(row) for row in rows)
     translation.calls.extend(files)
     return translation
-
-
-def file_path(record: Record) -> str:
-    """``<folder>/<tag>/step_<step>.<ext>``, or ``<folder>/<tag>/step_<step>/<file>`` for payloads of several
-    files; hparams as ``hparams/<writer>/<TensorBoard's run name>.json``. Path segments that could leave the
-    folder (``..``, ``.``, empty) become ``__``, ``_``, ``_``."""
-    assert record.blob is not None
-    folder = PAYLOAD_FOLDERS[record.kind]
-    if record.kind is RecordKind.HPARAMS:
-        return _join(folder, record.writer, record.filename or f"step_{record.step}.json")
-    if record.filename:
-        return _join(folder, record.tag, f"step_{record.step}", record.filename)
-    return _join(folder, record.tag, f"step_{record.step}{EXTENSIONS.get(record.blob.media_type, '.bin')}")
-
-
-def _join(*parts: str) -> str:
-    segments = [segment for part in parts if part for segment in part.split("/")]
-    return "/".join({"": "_", ".": "_", "..": "__"}.get(segment, segment) for segment in segments)
-
-
-def histogram_bins(histogram: Mapping[str, Any]) -> tuple[list[float], list[float]]:
-    """TensorBoard's buckets (the JSON ``tracelet-otel`` stores) -> ``(counts, edges)`` for
-    ``wandb.Histogram(np_histogram=...)``, at most 512 bins.
-
-    TensorBoard keeps right edges only. torch and tensorboardX put an empty bucket first whose right edge is the
-    left edge of the data, so that bucket is dropped; otherwise the left edge is the histogram's minimum. More
-    than 512 buckets are merged by neighbours, keeping every count.
-    """
-    limits = [float(limit) for limit in histogram["bucket_limit"]]
-    counts = [float(count) for count in histogram["bucket"]]
-    if len(counts) > 1 and counts[0] == 0:
-        edges, counts = limits, counts[1:]
-    else:
-        edges = [min(float(histogram["min"]), limits[0]), *limits]
-    if len(counts) > MAX_HISTOGRAM_BINS:
-        width = math.ceil(len(counts) / MAX_HISTOGRAM_BINS)
-        starts = range(0, len(counts), width)
-        counts = [sum(counts[start : start + width]) for start in starts]
-        edges = [*(edges[start] for start in starts), edges[-1]]
-    return counts, edges
 
 
 def text_html(text: str) -> str:

@@ -1,5 +1,5 @@
-"""Reading a ClearML offline session back without a server, from the files ClearML writes (clearml 2.1); the
-tests read what was delivered with it.
+"""For tests: reading a ClearML offline session back without a server, from the files ClearML writes (clearml
+2.1).
 
 ``$CLEARML_CACHE_DIR/offline/offline-<id>/`` holds ``metrics.jsonl`` (one JSON list of events a line: types
 ``training_stats_scalar``, ``training_debug_image``, ``plot``), ``log.jsonl`` (console lines, ``report_text``

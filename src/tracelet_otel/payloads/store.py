@@ -1,10 +1,11 @@
 """Content-addressed storage for payloads (images, audio, histograms, graphs, ...).
 
 Records carry a :class:`~tracelet_otel.records.Blob` (URI, sha256, media type, size) instead of the bytes, so span
-events stay small. A store the user names (``artifact_store``: a directory, or any fsspec URL such as
-``s3://bucket/tb``, so that a process on another machine can read the payloads a training job stored) is theirs:
-nothing in it is ever removed. By default each run has a :class:`RunPayloadStore` in its own directory, which
-holds a payload only until every backend of the run has it (``docs/durability.md``).
+events stay small. A payload is stored at ``<store>/<sha256[:2]>/<sha256><extension>`` (:func:`blob_path`); the
+bridge refuses a reference anywhere else. A store the user names (``artifact_store``: a directory, or any fsspec
+URL such as ``s3://bucket/tb``, so that a process on another machine can read the payloads a training job
+stored) is theirs: nothing in it is ever removed. By default each run has a :class:`RunPayloadStore` in its own
+directory, which holds a payload only until every backend of the run has it (``docs/durability.md``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Callable
 
 import fsspec
 
+from tracelet_otel.errors import PayloadStoreFull
 from tracelet_otel.records import Blob
 
-__all__ = ["EXTENSIONS", "ArtifactStore", "PayloadMissing", "PayloadStoreFull", "RunPayloadStore", "local_path",
-           "read_blob"]
+__all__ = ["EXTENSIONS", "ArtifactStore", "RunPayloadStore", "blob_path", "extension"]
 
 EXTENSIONS = {
     "image/png": ".png",
@@ -36,8 +37,14 @@ EXTENSIONS = {
 _PARTIAL = ".partial"
 
 
-class PayloadStoreFull(RuntimeError):
-    """The payloads waiting for delivery already take ``max_spool_size``: this one is dropped and counted."""
+def extension(media_type: str) -> str:
+    """The file extension of a payload of ``media_type`` (``.bin`` for one without its own)."""
+    return EXTENSIONS.get(media_type, ".bin")
+
+
+def blob_path(sha256: str, media_type: str) -> str:
+    """Where a payload lies in its store, relative to the store's root."""
+    return f"{sha256[:2]}/{sha256}{extension(media_type)}"
 
 
 class ArtifactStore:
@@ -54,7 +61,7 @@ class ArtifactStore:
         return self._blob(path, digest, media_type, len(data))
 
     def _path(self, digest: str, media_type: str) -> str:
-        return f"{self._root}/{digest[:2]}/{digest}{EXTENSIONS.get(media_type, '.bin')}"
+        return f"{self._root}/{blob_path(digest, media_type)}"
 
     def _write(self, path: str, data: bytes) -> None:
         self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -74,7 +81,7 @@ class RunPayloadStore(ArtifactStore):
     for as long as they need it), and removing the run's directory removes whatever is left. The agent removes
     a payload as soon as no backend's spool waits for it (:meth:`remove_unless`); it puts and removes on one
     thread, so a payload put for a record that is not spooled yet is never removed under it. The payloads held
-    take at most ``max_bytes``; past it :meth:`put` raises :class:`PayloadStoreFull`.
+    take at most ``max_bytes``; past it :meth:`put` raises :class:`~tracelet_otel.errors.PayloadStoreFull`.
     """
 
     def __init__(self, root: str, max_bytes: int | None) -> None:
@@ -116,23 +123,3 @@ class RunPayloadStore(ArtifactStore):
                     os.remove(path)
                 del self._held[path]
                 self.held_bytes -= size
-
-
-class PayloadMissing(FileNotFoundError):
-    """A record's payload is not in its store (removed by a retention rule or by hand): no retry can bring it
-    back, so the record is dropped and counted rather than retried forever."""
-
-
-def read_blob(blob: Blob) -> bytes:
-    try:
-        with fsspec.open(blob.uri, "rb") as file:
-            return file.read()
-    except FileNotFoundError as error:
-        raise PayloadMissing(f"payload {blob.uri} is missing from its store") from error
-
-
-def local_path(blob: Blob) -> str | None:
-    """The blob's file on this machine, when it is local."""
-    fs, path = fsspec.core.url_to_fs(blob.uri)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return path if "file" in protocols and os.path.exists(path) else None

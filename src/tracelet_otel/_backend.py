@@ -1,0 +1,158 @@
+"""What a backend is, and how backends are found (backend authors import these from ``tracelet_otel.backends``).
+
+A backend is a class registered in the ``tracelet_otel_backends`` entry-point group; a third party adds one
+without touching tracelet-otel::
+
+    [project.entry-points.tracelet_otel_backends]
+    mytracker = "mypackage:MyTrackerBackend"
+
+It opens a :class:`BackendRun`, whose ``deliver`` turns a batch of records into the tracker's calls (through a
+pure translation function) and raises on failure: ``RecordRejected`` when the tracker refuses a record (it is
+dropped), anything else when it is unavailable (the batch is retried). Spooling, batching and retry are shared
+and not its concern. ``tracelet_otel.testing.BackendContract`` checks a backend against this contract.
+
+The delivery contract (``docs/durability.md``): the sender calls ``deliver`` and then ``flush``, and only when
+both returned does it mark the batch delivered. A crash in between sends the batch again on replay. A backend
+that stores a resent batch once (MLflow) needs nothing more. A backend whose resends would duplicate data
+(``resend_duplicates = True``) stores the ``through_seq`` it is given with the data, in order, and reports the
+highest one that reached its storage from ``stored_through()`` when the run is reopened; the sender never sends
+those records again.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from tracelet_otel.errors import ConfigurationError
+from tracelet_otel.records import Record
+
+__all__ = ["Backend", "BackendRun", "BackendRunHandle", "RunInfo", "available_backends", "load_backend"]
+
+ENTRY_POINT_GROUP = "tracelet_otel_backends"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str  # ours; the same for every backend of a run
+    exp_name: str
+    project: str | None
+    rank: int | None = None  # the process's rank when several processes of one job log
+    # The training process, as the tracker would have recorded it had the run been opened there
+    # (see tracelet_otel.provenance): program, args, user, host, pid, cwd, git_commit, git_branch, git_remote.
+    source: Mapping[str, Any] | None = None
+
+
+class BackendRun(abc.ABC):
+    backend: ClassVar[str]
+    max_batch: ClassVar[int] = 1000
+    resend_duplicates: ClassVar[bool] = False
+    """Whether the backend would store a batch sent twice twice (see the module docstring)."""
+
+    @property
+    @abc.abstractmethod
+    def run_id(self) -> str:
+        """The backend's own id of the run (MLflow's run id, W&B's run id, ClearML's task id, ...)."""
+
+    @property
+    @abc.abstractmethod
+    def reference(self) -> dict[str, Any]:
+        """JSON-able data that lets ``Backend.open_run(resume=...)`` reopen this very run (replay)."""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str | None:
+        """Where a person looks at the run, if the backend has such a place."""
+
+    @abc.abstractmethod
+    def deliver(self, records: Sequence[Record], through_seq: int) -> None:
+        """Send the records; raise on failure (``RecordRejected`` for a record the tracker refuses).
+
+        ``through_seq`` is the spool's sequence number of the last record: a backend with ``resend_duplicates``
+        stores it with the data and reports it from ``stored_through`` after a crash. Read the records'
+        payloads here: the default store removes a payload once every backend has delivered its records.
+        """
+
+    def flush(self) -> None:  # noqa: B027 - optional: a backend whose deliver is synchronous has nothing to do
+        """Return once everything ``deliver`` handed over is durable in the backend; raise if it cannot be."""
+
+    def stored_through(self) -> int:
+        """The highest ``through_seq`` the backend has stored, read back from the backend when the run was
+        reopened (backends with ``resend_duplicates``; 0 for the others)."""
+        return 0
+
+    def is_permanent(self, error: BaseException) -> bool:
+        """Whether retrying cannot help, for an error of the tracker's own SDK that means it rejects the data
+        (``RecordRejected`` always is)."""
+        return False
+
+    @abc.abstractmethod
+    def finish(self, status: str) -> None:
+        """End the run with one of ``RunStatus.ENDINGS``: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+
+    @abc.abstractmethod
+    def discard(self) -> None:
+        """Undo an empty run that ``start_logging`` opened and then gave up on (another backend could not open
+        its run): afterwards the tracker shows no such run, where it can delete one (else end it ``FAILED``)."""
+
+
+class Backend(abc.ABC):
+    name: ClassVar[str]
+    options: ClassVar[Mapping[str, type]] = {}
+    """Option names and their types (``str``, ``bool``, ``int``, ``float``); ``TRACELET_<NAME>`` variables are
+    parsed by type, so ``open_run`` gets typed values."""
+
+    @abc.abstractmethod
+    def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> BackendRun:
+        """Create the tracker run, or reopen the one ``resume`` (a ``BackendRun.reference``) names."""
+
+    def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> BackendRun | None:
+        """The tracker run created for ``run`` (by its ``run_id``), if the tracker can be asked.
+
+        Asked only after a crash that may have come between the tracker creating the run and the spool recording
+        it, so that the run is not created twice. None by default: such a backend may create a second run there.
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class BackendRunHandle:
+    """A backend's run, as ``run.backends[name]`` shows it: the backend's own run id, the reference that reopens
+    the run, and where a person looks at it."""
+
+    name: str
+    run_id: str
+    reference: Mapping[str, Any]
+    url: str | None
+
+    @classmethod
+    def of(cls, name: str, run: BackendRun) -> BackendRunHandle:
+        return cls(name, str(run.run_id), run.reference, run.url)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "run_id": self.run_id, "reference": dict(self.reference), "url": self.url}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> BackendRunHandle:
+        return cls(body["name"], body["run_id"], body["reference"], body["url"])
+
+
+def available_backends() -> dict[str, Any]:
+    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_backend(name: str) -> Backend:
+    """Raises:
+    ConfigurationError: no backend of that name is installed (the message names the nearest one).
+    """
+    found = available_backends()
+    if name not in found:
+        nearest = difflib.get_close_matches(name, sorted(found), n=1)
+        hint = f"did you mean {nearest[0]!r}?" if nearest else f"installed: {', '.join(sorted(found)) or 'none'}"
+        raise ConfigurationError(f"unknown tracelet_otel backend {name!r}; {hint}")
+    backend_class = found[name].load()
+    return backend_class()

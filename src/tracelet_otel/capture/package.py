@@ -1,2 +1,0 @@
-# Either library satisfies the instrumentation; keep in step with the instruments-any extra in pyproject.toml.
-_instruments_any = ("torch >= 2.1", "tensorboardX >= 2.6")
