@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import MlflowStore, isolated_directory
+from tests.support import MlflowStore, fresh_mlflow_store, isolated_directory, migrated_mlflow_database
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +22,15 @@ def isolated(tmp_path, monkeypatch) -> Iterator[str]:
         yield str(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> str:
+    return migrated_mlflow_database(str(tmp_path_factory.mktemp("mlflow-template")))
+
+
 @pytest.fixture
-def mlflow_store(tmp_path, monkeypatch) -> MlflowStore:
-    """A real local MLflow store (sqlite), named through MLFLOW_TRACKING_URI as a user would."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def mlflow_store(mlflow_template, tmp_path, monkeypatch) -> MlflowStore:
+    """A real local MLflow store (sqlite) of the test's own, named through MLFLOW_TRACKING_URI as a user would."""
+    uri = fresh_mlflow_store(mlflow_template, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return MlflowStore(uri)
 

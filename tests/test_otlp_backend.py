@@ -1,19 +1,31 @@
-"""The otlp backend in the training job: where it sends, what it does when nothing listens, and how it is asked for."""
+"""The otlp backend in the training job: where it sends, what it does when nothing listens, how it is asked for,
+and the delivery contract every backend keeps."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 import tracelet_otel
 from tests.conftest import free_port
-from tracelet_otel.backends import RunInfo
-from tracelet_otel.otlp import CollectorUnavailable, OtlpBackend, OtlpSettings
+from tracelet_otel.backends import BackendRunHandle, RunInfo
+from tracelet_otel.bridge._decode import decode_request
+from tracelet_otel.errors import BackendUnavailable
+from tracelet_otel.otlp import OtlpBackend, OtlpSettings
 from tracelet_otel.otlp._exporter import DEFAULT_TIMEOUT_S
 from tracelet_otel.records import Record, RecordKind
+from tracelet_otel.testing import BackendContract, StoredRun, expected_payloads, expected_scalars
 
 
 def test_options_win_over_the_standard_variables():
@@ -43,7 +55,7 @@ def test_with_nothing_listening_deliver_raises_soon_so_that_the_sender_retries(p
     run = OtlpBackend().open_run(RunInfo(uuid.uuid4().hex, "down", "tests"),
                                  {"otlp_endpoint": f"http://127.0.0.1:{free_port()}", "otlp_protocol": protocol})
     started = time.monotonic()
-    with pytest.raises(CollectorUnavailable, match="did not accept 1 records"):
+    with pytest.raises(BackendUnavailable, match="did not accept 1 records"):
         run.deliver([Record(RecordKind.SCALAR, "loss", 0, 1.0, value=0.5)], through_seq=1)
     assert time.monotonic() - started < DEFAULT_TIMEOUT_S + 1
 
@@ -59,3 +71,62 @@ def test_otel_traces_exporter_otlp_adds_the_otlp_backend_and_a_local_store_is_wa
     assert sorted(run.backends) == ["mlflow", "otlp"]
     assert [message for message in caplog.messages if "backend otlp sends payloads" in message
             and "s3://bucket/prefix" in message]
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC trace endpoint on 127.0.0.1 that keeps what a receiver behind a collector keeps: per run, one
+    record per sequence number (decoded with the bridge's own ``decode_request``), and the run's end."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[int, Record]] = {}
+        self.ends: dict[str, str] = {}
+        self.resent_differently = 0
+        self._lock = threading.Lock()
+        self._server = grpc.server(ThreadPoolExecutor(2))
+        handler = grpc.unary_unary_rpc_method_handler(self._export)
+        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler})])
+        self.endpoint = f"http://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def _export(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
+        decoded = decode_request(ExportTraceServiceRequest.FromString(payload))
+        with self._lock:
+            for run_id, batch in decoded.runs.items():
+                kept = self.records.setdefault(run_id, {})
+                for seq, record in batch.records:
+                    self.resent_differently += seq in kept and kept[seq] != record
+                    kept.setdefault(seq, record)
+                if batch.end is not None:
+                    self.ends[run_id] = batch.end.status
+        return ExportTraceServiceResponse().SerializeToString()
+
+    def stop(self) -> None:
+        self._server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+class TestOtlpContract(BackendContract):
+    """The otlp backend forwards payload references; the receiver stores a record once per sequence number."""
+
+    backend = "otlp"
+    reads_payloads = False
+
+    @pytest.fixture
+    def options(self, receiver) -> dict:
+        self.receiver = receiver
+        return {"otlp_endpoint": receiver.endpoint, "otlp_protocol": "grpc", "otlp_insecure": True}
+
+    def stored(self, run: BackendRunHandle) -> StoredRun:
+        assert self.receiver.resent_differently == 0
+        records = self.receiver.records.get(run.run_id)
+        if records is None:
+            return StoredRun(exists=False)
+        return StoredRun(exists=True, scalars=expected_scalars(list(records.values())),
+                         payloads=expected_payloads(list(records.values())), status=self.receiver.ends.get(run.run_id))

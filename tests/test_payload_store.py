@@ -12,20 +12,19 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import pytest
 from tensorboard.compat.proto.event_pb2 import Event
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import image
 
 import tracelet_otel
-from tests.test_third_party_backend import jsonl_installed  # noqa: F401 - the fixture that installs the example
-from tracelet_otel.agent import PAYLOADS_NAME
-from tracelet_otel.artifacts import RunPayloadStore
+from tests.support import processes_below
 from tracelet_otel.config import Options
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Spool
+from tracelet_otel.layout import RunDirectory
+from tracelet_otel.payloads import RunPayloadStore
 from tracelet_otel.records import Blob, Record, RecordKind
-from tracelet_otel_mlflow import logged_images
+from tracelet_otel_mlflow.testing import logged_images
 
 TRAINING = textwrap.dedent("""
     import sys, time
@@ -55,7 +54,7 @@ def log_payloads(logdir: str, steps: range) -> None:
 
 
 def payload_files(run_dir: str) -> list[str]:
-    return sorted(name for _, _, names in os.walk(os.path.join(run_dir, PAYLOADS_NAME)) for name in names)
+    return sorted(name for _, _, names in os.walk(RunDirectory(run_dir).payloads) for name in names)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -66,18 +65,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def delivery_worker(run_dir: str, backend: str) -> int:
-    """The process id of the worker that delivers the run's spool for ``backend``."""
-    spool = os.path.join(run_dir, f"{backend}.spool.sqlite")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as file:
-                arguments = file.read().split(b"\0")
-        except OSError:
-            continue
-        if b"tracelet_otel.delivery" in arguments and spool.encode() in arguments:
-            return int(pid)
-    raise LookupError(f"no delivery worker for {spool}")
+def delivery_worker(backend: str) -> int:
+    """The process id of the delivery process of this test's run for ``backend``."""
+    for pid, command in processes_below(os.getpid()).items():
+        if command.split()[1:4] == ["-m", "tracelet_otel.delivery", backend]:
+            return pid
+    raise LookupError(f"no delivery process for {backend}")
 
 
 def test_a_delivered_run_leaves_nothing_in_the_default_store(mlflow_store, tmp_path):
@@ -92,11 +85,10 @@ def test_a_delivered_run_leaves_nothing_in_the_default_store(mlflow_store, tmp_p
     assert {f"histograms/Weights/step_{step}.json" for step in range(3)} <= set(artifacts)
 
 
-@pytest.mark.usefixtures("jsonl_installed")
 def test_a_payload_leaves_the_store_once_every_backend_has_it_and_not_before(mlflow_store, tmp_path):
     run = tracelet_otel.start_logging("two-backends", "payloads", backend=["mlflow", "jsonl"],
                                       config={"jsonl_directory": str(tmp_path)})
-    jsonl_worker = delivery_worker(run.directory, "jsonl")
+    jsonl_worker = delivery_worker("jsonl")
     os.kill(jsonl_worker, signal.SIGSTOP)
     try:
         log_payloads(str(tmp_path / "runs"), range(2))
@@ -125,7 +117,7 @@ def test_after_a_hard_kill_replay_delivers_every_payload_and_then_removes_them(m
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         run_dir = process.stdout.readline().strip()
-        os.kill(delivery_worker(run_dir, "mlflow"), signal.SIGSTOP)  # nothing reaches MLflow before the kill
+        os.kill(delivery_worker("mlflow"), signal.SIGSTOP)  # nothing reaches MLflow before the kill
         process.stdin.write("\n")
         process.stdin.flush()
         assert process.stdout.readline() == "LOGGED\n"
@@ -160,7 +152,7 @@ def test_payloads_past_max_spool_size_are_dropped_and_counted_like_a_full_spool(
     """The bound is on what waits for delivery: once payloads are delivered and removed, new ones fit again."""
     pngs = [image("Samples", np.random.default_rng(step).random((3, 16, 16)), dataformats="CHW") for step in range(4)]
     size = len(pngs[0].value[0].image.encoded_image_string)
-    store = RunPayloadStore(str(tmp_path / PAYLOADS_NAME), max_bytes=int(size * 2.5))
+    store = RunPayloadStore(str(tmp_path / "payloads"), max_bytes=int(size * 2.5))
     converter = EventConverter(Options(), store)
     converter.register_writer({"id": 1, "logdir": str(tmp_path / "runs"), "call": None})
 

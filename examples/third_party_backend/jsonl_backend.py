@@ -9,7 +9,8 @@ Register it in your package's ``pyproject.toml`` and it is a backend like MLflow
                                 config={"jsonl_directory": "logs"})
 
 Spooling, batching, retry and replay are tracelet-otel's; the backend says how to translate records (a pure
-function), how to send a batch and make it durable, and how far it got before a crash.
+function), how to send a batch and make it durable, and how far it got before a crash. Its tests run the contract
+suite every backend runs (``test_jsonl_backend.py``, ``tracelet_otel.testing.BackendContract``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from tracelet_otel import Record
-from tracelet_otel.backends import Backend, BackendRun, RunInfo
+from tracelet_otel.backends import Backend, BackendRun, Record, RunInfo
 
 
 def translate(records: Sequence[Record]) -> list[dict[str, Any]]:
@@ -37,6 +37,11 @@ class JsonLinesRun(BackendRun):
     def __init__(self, path: str) -> None:
         self.path = path
         self._file = open(path, "a")  # noqa: SIM115 - open for the run's lifetime, closed by finish
+        self._written_through = self.stored_through()
+
+    @property
+    def run_id(self) -> str:
+        return os.path.basename(self.path).removesuffix(".jsonl")
 
     @property
     def reference(self) -> dict[str, Any]:
@@ -47,8 +52,11 @@ class JsonLinesRun(BackendRun):
         return None
 
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
+        if through_seq <= self._written_through:
+            return  # written already; the flush that failed is what the sender is trying again
         lines = [*translate(records), {"through_seq": through_seq}]  # after the data: a crash keeps a prefix
         self._file.write("".join(json.dumps(line, allow_nan=True) + "\n" for line in lines))
+        self._written_through = through_seq
 
     def flush(self) -> None:
         self._file.flush()
@@ -62,6 +70,11 @@ class JsonLinesRun(BackendRun):
     def finish(self, status: str) -> None:
         self._file.write(json.dumps({"status": status}) + "\n")
         self._file.close()
+
+    def discard(self) -> None:
+        """The run was opened for nothing (another backend could not open its run): no file is left."""
+        self._file.close()
+        os.remove(self.path)
 
 
 class JsonLinesBackend(Backend):
