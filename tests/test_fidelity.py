@@ -6,11 +6,21 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from typing import NamedTuple
 
 import pytest
 
 import tracelet_otel
-from tests.support import MlflowStore, comparable, event_files, expected_key, log_fidelity_scenario, scalars_in
+from tests.support import (
+    MlflowStore,
+    comparable,
+    event_files,
+    expected_key,
+    fresh_mlflow_store,
+    isolated_directory,
+    log_fidelity_scenario,
+    scalars_in,
+)
 
 
 def train_and_log(root: str) -> None:
@@ -26,19 +36,31 @@ def expected_points(root: str) -> Counter[tuple[str, int, object, int]]:
     return points
 
 
-@pytest.fixture(params=["local store", "mlflow server"])
-def store(request, mlflow_store, monkeypatch) -> MlflowStore:
-    if request.param == "local store":
-        return mlflow_store
-    server = request.getfixturevalue("mlflow_server")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
-    return MlflowStore(server.uri)
+class Logged(NamedTuple):
+    root: str
+    run: tracelet_otel.Run
+    store: MlflowStore
 
 
-def test_every_scalar_in_the_event_files_reaches_mlflow_exactly_once(store, tmp_path):
-    root = str(tmp_path / "runs")
-    train_and_log(root)
-    run = tracelet_otel.stop_logging()
+@pytest.fixture(scope="module", params=["local store", "mlflow server"])
+def logged(request, tmp_path_factory, mlflow_template) -> Logged:
+    """The scenario, logged once per store; every test of the module reads the same run."""
+    directory = tmp_path_factory.mktemp("fidelity")
+    with pytest.MonkeyPatch.context() as monkeypatch, isolated_directory(directory, monkeypatch):
+        if request.param == "local store":
+            uri = fresh_mlflow_store(mlflow_template, directory)
+        else:
+            uri = request.getfixturevalue("mlflow_server").uri
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        root = str(directory / "runs")
+        train_and_log(root)
+        run = tracelet_otel.stop_logging()
+    assert run is not None
+    return Logged(root, run, MlflowStore(uri))
+
+
+def test_every_scalar_in_the_event_files_reaches_mlflow_exactly_once(logged):
+    root, run, store = logged
 
     expected = expected_points(root)
     stored = store.metric_points(run.backends["mlflow"].run_id)
@@ -47,18 +69,16 @@ def test_every_scalar_in_the_event_files_reaches_mlflow_exactly_once(store, tmp_
     assert run.delivery["mlflow"]["undelivered"] == 0
 
 
-def test_names_follow_the_writers_and_the_seed_hierarchy(store, tmp_path):
-    train_and_log(str(tmp_path / "runs"))
-    run = tracelet_otel.stop_logging()
+def test_names_follow_the_writers_and_the_seed_hierarchy(logged):
+    _, run, store = logged
 
     keys = set(store.run(run.backends["mlflow"].run_id).data.metrics)
     assert {"Loss/Train/CrossEntropy", "Metrics/Accuracy/Train", "validation/loss", "tbx/loss", "lr/base",
             "lr/scaled", "tbx/grad/norm", "hparam/loss", "tbx/hparam/tbx_loss"} <= keys
 
 
-def test_run_lands_in_the_project_experiment_named_after_exp_name_and_finished(store, tmp_path):
-    train_and_log(str(tmp_path / "runs"))
-    run = tracelet_otel.stop_logging()
+def test_run_lands_in_the_project_experiment_named_after_exp_name_and_finished(logged):
+    _, run, store = logged
 
     mlflow_run = store.run(run.backends["mlflow"].run_id)
     experiment = store.client.get_experiment(mlflow_run.info.experiment_id)
@@ -67,9 +87,8 @@ def test_run_lands_in_the_project_experiment_named_after_exp_name_and_finished(s
     assert mlflow_run.data.tags["tracelet.run_id"] == run.run_id
 
 
-def test_hparams_become_params_and_payloads_become_artifacts(store, tmp_path):
-    train_and_log(str(tmp_path / "runs"))
-    run = tracelet_otel.stop_logging()
+def test_hparams_become_params_and_payloads_become_artifacts(logged):
+    _, run, store = logged
     run_id = run.backends["mlflow"].run_id
 
     assert store.run(run_id).data.params == {"lr": "0.1", "optimizer": "sgd", "batch": "64", "dropout": "0.5"}
