@@ -12,19 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import MlflowStore, fresh_mlflow_store, isolated_directory, migrated_mlflow_database
+from tests.support import MlflowStore, fresh_mlflow_store, isolated, mlflow_template
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch) -> Iterator[str]:
-    """A fresh working directory; no TRACELET_* or MLflow settings leak in from the machine."""
-    with isolated_directory(tmp_path, monkeypatch):
-        yield str(tmp_path)
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> str:
-    return migrated_mlflow_database(str(tmp_path_factory.mktemp("mlflow-template")))
+__all__ = ["isolated", "mlflow_template"]  # fixtures every test here uses, kept with the other conftests'
 
 
 @pytest.fixture

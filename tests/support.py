@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
@@ -68,8 +69,21 @@ def comparable(value: float) -> object:
     return value
 
 
-def migrated_mlflow_database(directory: str) -> str:
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Any, monkeypatch: Any) -> Iterator[str]:
+    """A fresh working directory; no TRACELET_*, MLflow, W&B or ClearML settings leak in from the machine. Each
+    conftest imports it (the W&B and ClearML ones wrap it in their own)."""
+    with isolated_directory(tmp_path, monkeypatch):
+        yield str(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: Any) -> str:
     """An empty MLflow sqlite store with every migration applied (about a second of work), to copy from."""
+    return migrated_mlflow_database(str(tmp_path_factory.mktemp("mlflow-template")))
+
+
+def migrated_mlflow_database(directory: str) -> str:
     from mlflow.tracking import MlflowClient
 
     path = os.path.join(directory, "template.db")

@@ -1,12 +1,13 @@
-"""Warnings said once, however often their cause repeats: one per tag, per reason, per outage."""
+"""Logging that tracelet-otel does the same way everywhere: warnings said once however often their cause repeats
+(one per tag, per reason, per outage), and the first failure an SDK logs instead of raising."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
-__all__ = ["OnceLogger"]
+__all__ = ["FirstFailure", "OnceLogger"]
 
 
 class OnceLogger:
@@ -38,3 +39,22 @@ class OnceLogger:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._said
+
+
+class FirstFailure(logging.Handler):
+    """Keeps the first line an SDK logs at ``level`` or above (among the records ``accept`` takes) since the last
+    :meth:`take`. The OTLP exporters and ClearML's reporting log a failed send and go on; with this a backend
+    raises with their reason instead, and the sender reports the outage once."""
+
+    def __init__(self, level: int, accept: Callable[[logging.LogRecord], bool] = lambda record: True) -> None:
+        super().__init__(level)
+        self._accept = accept
+        self._first: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._first is None and self._accept(record):
+            self._first = record.getMessage().splitlines()[0][:500]
+
+    def take(self) -> str | None:
+        first, self._first = self._first, None
+        return first

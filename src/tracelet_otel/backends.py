@@ -32,7 +32,7 @@ from tracelet_otel._backend import (
     available_backends,
     load_backend,
 )
-from tracelet_otel._logging import OnceLogger
+from tracelet_otel._logging import FirstFailure, OnceLogger
 from tracelet_otel.errors import BackendUnavailable, PayloadMissing, RecordRejected
 from tracelet_otel.payloads import (
     PAYLOAD_FOLDERS,
@@ -58,6 +58,7 @@ __all__ = [
     "BackendUnavailable",
     "Bars",
     "Blob",
+    "FirstFailure",
     "Histogram",
     "OnceLogger",
     "ParamValue",

@@ -2,7 +2,7 @@
 
 ``stop_logging()`` returns the run with ``run.delivery`` (a :class:`DeliveryReport` per backend) and
 ``run.capture`` (a :class:`CaptureReport`). Both are frozen. Reading them like the dicts of earlier releases
-(``run.delivery["mlflow"]["delivered"]``) still works for this release and warns once (``DeprecationWarning``).
+(``run.delivery["mlflow"]["delivered"]``) still works for this release, with a ``DeprecationWarning``.
 
 Every value tracelet-otel leaves out is counted under one of the :class:`DropReason` texts, wherever it was
 left out (the training process, the agent, a delivery worker, the bridge), so one reason is one key.
@@ -87,13 +87,9 @@ class DropReason:
 class _ReadableAsDict:
     """``report["name"]`` as in earlier releases, where reports were dicts."""
 
-    _warned = False
-
     def __getitem__(self, name: str) -> Any:
-        if not _ReadableAsDict._warned:
-            _ReadableAsDict._warned = True
-            warnings.warn(f"reading a tracelet-otel report as a dict is deprecated; use .{name} instead",
-                          DeprecationWarning, stacklevel=2)
+        warnings.warn(f"reading a tracelet-otel report as a dict is deprecated; use .{name} instead",
+                      DeprecationWarning, stacklevel=2)
         if name not in {f.name for f in dataclasses.fields(self)}:  # type: ignore[arg-type]
             raise KeyError(name)
         return getattr(self, name)

@@ -16,7 +16,9 @@ from typing import Any
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.util.re import parse_env_headers
 
-__all__ = ["DEFAULT_TIMEOUT_S", "OPTIONS", "PROTOCOLS", "ExportErrors", "OtlpSettings", "export_errors"]
+from tracelet_otel._logging import FirstFailure
+
+__all__ = ["DEFAULT_TIMEOUT_S", "OPTIONS", "PROTOCOLS", "OtlpSettings", "export_errors"]
 
 # Short, so that the sender's backoff (0.5 s doubling to 30 s) governs an outage rather than the exporter's own
 # retries: with nothing listening, an export gives up after ~1 s instead of ~13 s.
@@ -87,33 +89,16 @@ class OtlpSettings:
         return f"{self.endpoint or 'the OTEL_EXPORTER_OTLP_* endpoint'} ({self.protocol})"
 
 
-class ExportErrors(logging.Handler):
-    """Keeps what the OTLP exporters say went wrong, so that a failed export raises with the reason (UNAVAILABLE,
-    401, a certificate refused) instead of the exporters logging every retry: the sender reports an outage once.
-    The first message of an export names the cause; the last only says that the exporter gave up."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.first: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING and self.first is None:
-            self.first = record.getMessage().splitlines()[0][:500]
-
-    def take(self) -> str | None:
-        first, self.first = self.first, None
-        return first
+_export_errors: FirstFailure | None = None
 
 
-
-_export_errors: ExportErrors | None = None
-
-
-def export_errors() -> ExportErrors:
-    """The process's one handler on the OTLP exporters' loggers (installed on first use)."""
+def export_errors() -> FirstFailure:
+    """The process's one handler on the OTLP exporters' loggers (installed on first use): it keeps what they say
+    went wrong (UNAVAILABLE, 401, a certificate refused) instead of their logging every retry. The first message
+    of an export names the cause; the last only says that the exporter gave up."""
     global _export_errors
     if _export_errors is None:
-        _export_errors = ExportErrors()
+        _export_errors = FirstFailure(logging.WARNING)
         for name in _EXPORTER_LOGGERS:
             logger = logging.getLogger(name)
             logger.addHandler(_export_errors)

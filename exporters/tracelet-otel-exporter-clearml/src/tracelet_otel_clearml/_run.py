@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from tracelet_otel.backends import (
     Backend,
     BackendRun,
+    FirstFailure,
     OnceLogger,
     Record,
     RecordRejected,
@@ -85,7 +86,8 @@ class ClearmlRun(BackendRun):
         self._executed = (0, 0)  # (through_seq, calls executed) of the batch being delivered
         self._unflushed_through: int | None = None
         self._scratch = tempfile.mkdtemp(prefix="tracelet-clearml-")  # payloads ClearML reads at flush
-        self._errors = _ReportingErrors()
+        # ClearML's reporting logs a failed send or upload and goes on (offline too: it never raises).
+        self._errors = FirstFailure(logging.ERROR, lambda record: record.name.lower().startswith("clearml.metrics"))
         logging.getLogger("clearml").addHandler(self._errors)
         self._warnings = OnceLogger(_logger)
 
@@ -237,23 +239,6 @@ class ClearmlRun(BackendRun):
             from clearml.backend_interface.metrics.events import UploadEvent
 
             UploadEvent._metric_counters.setdefault(f"{title}_{series}", self._first_file_number - 1)
-
-
-class _ReportingErrors(logging.Handler):
-    """ClearML's reporting logs a failed send or upload and goes on (offline too: it never raises); this keeps
-    the first such error since the last flush, so that flush can raise."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self._first: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.lower().startswith("clearml.metrics") and self._first is None:
-            self._first = record.getMessage()
-
-    def take(self) -> str | None:
-        first, self._first = self._first, None
-        return first
 
 
 class ClearmlBackend(Backend):
