@@ -82,7 +82,7 @@ def captured(scalars: int) -> Captured:
     tensorboard_loop("runs/captured", scalars)
     run = tracelet_otel.stop_logging()
     elapsed = time.perf_counter() - start
-    assert run is not None and run.delivery["mlflow"]["delivered"] == scalars, run
+    assert run is not None and run.delivery["mlflow"].delivered == scalars, run
     helpers = _children_cpu() - before - helpers_at_start  # they have exited and been waited for
     return Captured(elapsed, time.process_time() - start_cpu + helpers)
 

@@ -21,9 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import temporary_workdir
 
-from tracelet_otel.artifacts import ArtifactStore
-from tracelet_otel.backends import RunInfo
-from tracelet_otel.records import Record, RecordKind
+from tracelet_otel.backends import Record, RecordKind, RunInfo, read_histogram
+from tracelet_otel.payloads import ArtifactStore
 
 BATCH = 50
 
@@ -47,13 +46,12 @@ def histogram_records(store: ArtifactStore, count: int, values: int, logdir: str
 
 
 def drawn_per_second(records: list[Record]) -> float:
-    from tracelet_otel.artifacts import read_blob
     from tracelet_otel_mlflow._histogram_picture import histogram_pictures
 
     start = time.perf_counter()
     for record in records:
         assert record.blob is not None
-        histogram_pictures(json.loads(read_blob(record.blob)))
+        histogram_pictures(read_histogram(record.blob))
     return len(records) / (time.perf_counter() - start)
 
 
@@ -66,17 +64,14 @@ def matplotlib_per_second(records: list[Record]) -> float:
 
     import matplotlib.pyplot as plt
 
-    from tracelet_otel.artifacts import read_blob
-    from tracelet_otel_mlflow._histogram_picture import bar_counts
-
     start = time.perf_counter()
     for record in records:
         assert record.blob is not None
-        histogram = json.loads(read_blob(record.blob))
-        edges, counts = bar_counts(histogram)
+        histogram = read_histogram(record.blob)
+        bars = histogram.bars()
         figure, axes = plt.subplots(figsize=(4.8, 3.0), dpi=100)
-        axes.bar(edges[:-1], counts, width=edges[1:] - edges[:-1], align="edge", color="#f27035")
-        axes.set_title(f"min {histogram['min']:.4g}  max {histogram['max']:.4g}")
+        axes.bar(bars.edges[:-1], bars.counts, width=bars.width, align="edge", color="#f27035")
+        axes.set_title(f"min {histogram.min:.4g}  max {histogram.max:.4g}")
         figure.savefig(io.BytesIO(), format="png")
         plt.close(figure)
     return len(records) / (time.perf_counter() - start)

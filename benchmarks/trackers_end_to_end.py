@@ -45,7 +45,7 @@ def ours(backend: str, scalars: int) -> dict[str, Any]:
     tensorboard_loop(scalars)
     run = tracelet_otel.stop_logging()
     elapsed = time.perf_counter() - start
-    assert run is not None and run.delivery[backend]["delivered"] == scalars, run.delivery
+    assert run is not None and run.delivery[backend].delivered == scalars, run.delivery
     return {"seconds": elapsed, "helpers_mb": memory.stop()}
 
 
