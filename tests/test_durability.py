@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -163,7 +164,8 @@ def test_a_batch_sent_again_after_a_crash_is_stored_once(mlflow_store, tmp_path)
     (spool_path,) = [os.path.join(directory, name) for directory, _, names in os.walk(tmp_path / ".tracelet")
                      for name in names if name.endswith(".spool.sqlite")]
     spool = Spool(spool_path)
-    spool.set_meta("journal_offset", 0)  # forget everything that was spooled, and so delivered
+    # What an agent knew before it recorded its journal position with the records: everything is spooled again.
+    sqlite3.connect(spool_path, isolation_level=None).execute("DELETE FROM positions")
     spool.close()
 
     agent = Agent(os.path.dirname(spool_path))  # what `tracelet-otel replay` runs

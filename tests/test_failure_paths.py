@@ -66,7 +66,7 @@ def test_delivered_records_leave_the_spool(tmp_path):
 def test_records_the_spool_refuses_are_counted(mlflow_store, tmp_path, monkeypatch):
     exporter = mlflow_exporter(tmp_path)
 
-    def disk_full(records):
+    def disk_full(records, position=None):
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(exporter.spool, "append", disk_full)

@@ -32,7 +32,7 @@ from tracelet_otel.delivery.counters import delivery_observations
 from tracelet_otel.errors import RunBusy, RunNotStarted
 from tracelet_otel.layout import RunDirectory
 from tracelet_otel.payloads import ArtifactStore, RunPayloadStore
-from tracelet_otel.records import Record
+from tracelet_otel.records import Record, SourcePosition
 from tracelet_otel.reports import DropReason, RunStatus
 from tracelet_otel.runspec import RunSpec
 from tracelet_otel.telemetry import semconv
@@ -47,6 +47,7 @@ IDLE_POLL_S = 0.02
 FLUSH_POLL_S = 0.2
 PAYLOAD_CLEANUP_EVERY_S = 0.5
 PROGRESS_EVERY_S = 5.0
+JOURNAL = "journal"  # the source a run's spools record their position in (SourcePosition.source)
 
 
 class Agent:
@@ -104,8 +105,13 @@ class Agent:
         self._converter = EventConverter(self.spec.options, store, self.spec.rank)
         self._delivered_at_cleanup: list[int] | None = None
         self._next_cleanup = 0.0
-        journaled = [exporter.spool.get_meta("journal_offset") or 0 for exporter in self.exporters.values()]
+        # Each spool records how far into the journal its records go, with them. After a crash the journal is
+        # converted again from the spool that is furthest behind, and spans end where any spool stopped, so that
+        # a spool further ahead is never sent a span it has half of (it refuses whole spans it has already).
+        journaled = [exporter.spool.positions().get(JOURNAL, SourcePosition(JOURNAL, 0)).offset
+                     for exporter in self.exporters.values()]
         self._resume_offset = min(journaled, default=0)
+        self._span_ends = set(journaled)
         self._parent = os.getppid()
         self.end_status: str | None = None  # set by the journal's end marker or by request_end
         self._end_requested = threading.Event()
@@ -157,11 +163,11 @@ class Agent:
             elif frame.end <= self._resume_offset:
                 continue  # spooled before a crash of the agent
             else:
-                self._emitter.emit(self._records(frame))
+                self._emitter.emit(self._records(frame), SourcePosition(JOURNAL, frame.end))
+                if frame.end in self._span_ends:
+                    self._emitter.end_span()
         if frames:
             self._emitter.end_span()
-            for exporter in self.exporters.values():
-                exporter.spool.set_meta("journal_offset", frames[-1].end)
 
     def _records(self, frame: Frame) -> list[Record]:
         """One frame's records; a frame that cannot be read is counted, never fatal (replay would stop there)."""

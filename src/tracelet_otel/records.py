@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple
 
-__all__ = ["Blob", "ParamValue", "Record", "RecordKind"]
+__all__ = ["Blob", "ParamValue", "Record", "RecordKind", "SourcePosition"]
 
 ParamValue = str | float | int | bool
 
@@ -65,3 +65,11 @@ class Record(NamedTuple):
     filename: str | None = None
     params: Mapping[str, ParamValue] | None = None
     rank: int | None = None
+
+
+class SourcePosition(NamedTuple):
+    """How far a source of records has been read: the capture journal, or one event file."""
+
+    source: str  # "journal", or an event file's path relative to its run's logdir
+    offset: int  # bytes: every record the source holds before it has been read
+    fingerprint: str = ""  # a hash of the source's first record: a file rewritten since is told apart

@@ -1,6 +1,7 @@
 """The OpenTelemetry span exporter shared by every tracker backend.
 
-``export`` decodes our span events back into records and appends them to a durable spool; a delivery process
+``export`` decodes our span events back into records and appends them to a durable spool, with how far their
+source was read when the span says so (``tracelet.source``), in the same transaction; a delivery process
 (:mod:`tracelet_otel.delivery.worker`) sends them to the backend, with batching and retry. Success means "on
 disk", never "maybe in memory".
 """
@@ -23,7 +24,9 @@ from tracelet_otel.delivery.counters import SPOOL_FULL_KEY, spool_counters
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.delivery.worker import FINISHED_KEY, Delivery
 from tracelet_otel.errors import RunNotStarted
+from tracelet_otel.records import SourcePosition
 from tracelet_otel.reports import DeliveryReport, DropReason, RunStatus
+from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.events import decode_span_events
 
 __all__ = ["TrackerSpanExporter"]
@@ -76,18 +79,19 @@ class TrackerSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
-        records = list(decode_span_events(spans))
-        try:
-            if self._max_spool_bytes is not None and self.spool.waiting_bytes() > self._max_spool_bytes:
-                self._drop_full(len(records))
-            else:
-                self.spool.append(records)
-        except Exception as error:  # a full disk, a broken spool: count what is lost, keep the agent going
-            reason = DropReason.not_spooled(error)
-            self._warnings.error(reason, "tracelet-otel: could not spool records for %s (%s); they are counted "
-                                 "as dropped", self.backend, error)
-            self._unspooled[reason] += len(records)
-            return SpanExportResult.FAILURE
+        for span in spans:
+            records = list(decode_span_events([span]))
+            try:
+                if self._max_spool_bytes is not None and self.spool.waiting_bytes() > self._max_spool_bytes:
+                    self._drop_full(len(records))
+                else:
+                    self.spool.append(records, _position(span))
+            except Exception as error:  # a full disk, a broken spool: count what is lost, keep the agent going
+                reason = DropReason.not_spooled(error)
+                self._warnings.error(reason, "tracelet-otel: could not spool records for %s (%s); they are "
+                                     "counted as dropped", self.backend, error)
+                self._unspooled[reason] += len(records)
+                return SpanExportResult.FAILURE
         self._worker.send(Deliver(self.spool.path))
         return SpanExportResult.SUCCESS
 
@@ -132,3 +136,10 @@ class TrackerSpanExporter(SpanExporter):
     def shutdown(self) -> None:
         self.close()
         self.spool.close()
+
+
+def _position(span: ReadableSpan) -> SourcePosition | None:
+    attributes = span.attributes or {}
+    if semconv.SOURCE not in attributes:
+        return None
+    return SourcePosition(str(attributes[semconv.SOURCE]), int(attributes[semconv.SOURCE_OFFSET]))  # type: ignore[arg-type]

@@ -8,6 +8,11 @@ A row holds a record as its span event does (``telemetry.events``): what every s
 other attributes as JSON. ``PRAGMA user_version`` names that layout, so a spool of another layout is refused
 rather than misread.
 
+Records read from a source (the capture journal, an event file) are appended with the source's position after
+them, in the same transaction (``append(records, position)``), and the spool keeps each source's position:
+records of a position it has passed are not appended again, so a reader killed at any moment resumes from the
+spool's own positions and neither loses nor doubles a record.
+
 Records that arrive with a key (the bridge: the sequence number the job's spool gave each record) are stored
 once however often they arrive (``append_new``). Keys are dense, so the spool remembers them as a watermark,
 every key up to it received, plus the keys received above it: a few numbers while records arrive in order.
@@ -23,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tracelet_otel.errors import TraceletError
-from tracelet_otel.records import Record, RecordKind
+from tracelet_otel.records import Record, RecordKind, SourcePosition
 from tracelet_otel.telemetry import events, semconv
 
 __all__ = ["Spool"]
@@ -40,6 +45,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- For holds_blob: which payloads the waiting records reference (scalars have no extra, so no index entry).
 CREATE INDEX IF NOT EXISTS records_blob ON records ({_BLOB_SHA256}) WHERE extra IS NOT NULL;
 CREATE TABLE IF NOT EXISTS received (key INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, offset INTEGER NOT NULL, fingerprint TEXT NOT NULL);
 """
 _DELIVERED = "delivered_seq"
 _RECEIVED_THROUGH = "received_through"
@@ -93,17 +99,35 @@ class Spool:
             self._connections.append(connection)
         return connection
 
-    def append(self, records: Iterable[Record]) -> int:
+    def append(self, records: Iterable[Record], position: SourcePosition | None = None) -> int:
+        """Append ``records``; returns how many were appended.
+
+        With ``position``, the records are what its source holds up to ``position.offset``, and the position is
+        recorded in the same transaction. Records of a position the spool has reached already are not appended
+        again (0 is returned): a reader that resumes from an earlier position sends them a second time.
+        """
         rows = [_row(record) for record in records]
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
+            if position is not None:
+                reached = db.execute("SELECT offset FROM positions WHERE source = ?", (position.source,)).fetchone()
+                if reached is not None and reached[0] >= position.offset:
+                    rows = []
+                else:
+                    db.execute("INSERT OR REPLACE INTO positions (source, offset, fingerprint) VALUES (?, ?, ?)",
+                               position)
             db.executemany(_INSERT, rows)
             db.execute("COMMIT")
         except BaseException:  # a full disk: left open, the transaction would lock every other writer out
             db.execute("ROLLBACK")
             raise
         return len(rows)
+
+    def positions(self) -> dict[str, SourcePosition]:
+        """How far each source has been read into the spool."""
+        rows = self._db().execute("SELECT source, offset, fingerprint FROM positions").fetchall()
+        return {row[0]: SourcePosition(*row) for row in rows}
 
     def append_new(self, keyed: Iterable[tuple[int, Record]], seen: Iterable[int] = ()) -> int:
         """Append each record whose key (a positive integer) never arrived before; ``seen`` are keys that

@@ -17,6 +17,11 @@ BLOB_MEDIA_TYPE = "tracelet.blob.media_type"
 BLOB_SIZE = "tracelet.blob.size"
 RANK = "tracelet.rank"
 
+# Spans of the agent's own: how far the source of their records (the capture journal) has been read. Exporters keep
+# it in the same transaction as the records; it never leaves the process (the otlp backend builds spans anew).
+SOURCE = "tracelet.source"
+SOURCE_OFFSET = "tracelet.source.offset"
+
 # The otlp backend: each record's place in its run (the receiver stores a record once per run and sequence),
 # and the run's end, an event on a span of its own.
 RECORD_SEQ = "tracelet.record.seq"

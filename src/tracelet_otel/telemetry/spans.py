@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tracelet_otel.records import Record
+from tracelet_otel.records import Record, SourcePosition
 from tracelet_otel.telemetry import events, semconv
 from tracelet_otel.version import __version__
 
@@ -37,20 +37,26 @@ class SpanBuilder:
         self._resource = resource
         self._ids = RandomIdGenerator()
 
-    def record_span(self, records: Sequence[Record], first_seq: int | None = None) -> ReadableSpan:
-        """One span of at most ``EVENTS_PER_SPAN`` records, an event each; with ``first_seq`` every event also
-        carries its record's sequence number (``tracelet.record.seq``: the first record's is ``first_seq``)."""
+    def record_span(self, records: Sequence[Record], first_seq: int | None = None,
+                    position: SourcePosition | None = None) -> ReadableSpan:
+        """One span of records, an event each (at most ``EVENTS_PER_SPAN``, or the records of one TensorBoard event
+        more). With ``first_seq`` every event also carries its record's sequence number (``tracelet.record.seq``:
+        the first record's is ``first_seq``); with ``position`` the span says how far the records' source has been
+        read (``tracelet.source``, ``tracelet.source.offset``)."""
         span_events = []
         for offset, record in enumerate(records):
             name, attributes, timestamp = events.encode(record)
             if first_seq is not None:
                 attributes[semconv.RECORD_SEQ] = first_seq + offset
             span_events.append(Event(name, attributes, timestamp, limit=None))
-        return self.span(semconv.SPAN_NAME, span_events)
+        attributes = {} if position is None else {semconv.SOURCE: position.source,
+                                                  semconv.SOURCE_OFFSET: position.offset}
+        return self.span(semconv.SPAN_NAME, span_events, attributes)
 
-    def span(self, name: str, span_events: Sequence[Event]) -> ReadableSpan:
+    def span(self, name: str, span_events: Sequence[Event], attributes: dict[str, str | int] | None = None,
+             ) -> ReadableSpan:
         times = [event.timestamp for event in span_events]
         context = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
                               trace_flags=_SAMPLED)
-        return ReadableSpan(name, context, resource=self._resource, events=span_events, start_time=min(times),
-                            end_time=max(times), instrumentation_scope=_SCOPE)
+        return ReadableSpan(name, context, resource=self._resource, attributes=attributes, events=span_events,
+                            start_time=min(times), end_time=max(times), instrumentation_scope=_SCOPE)
