@@ -3,6 +3,9 @@
 ``tracelet-otel serve --backend mlflow [--backend wandb ...]`` receives OTLP from a collector and delivers the
 records of every training job that sends with ``backend="otlp"`` (:mod:`tracelet_otel.bridge`).
 
+``tracelet-otel sync LOGDIR --backend NAME`` imports existing TensorBoard event files into the backends, exactly
+once however often it runs; ``--follow`` keeps reading them as a job writes (:mod:`tracelet_otel.sync`).
+
 ``tracelet-otel replay [SPOOL_DIR]`` delivers what earlier runs left behind (default ``./.tracelet``): records
 journaled but never converted because the agent died, and records spooled but not delivered because the
 backend was down past ``stop_timeout``. Each run is delivered into the very backend run it started, exactly
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--timeout", type=float, default=3600.0,
                                help="seconds to keep trying per run (default: 3600)")
     _add_serve(commands)
+    _add_sync(commands)
     return parser
 
 
@@ -94,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "sync":
+        return _sync(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     return replay(args.spool_dir, args.timeout)
 
@@ -138,6 +146,71 @@ def _serve(args: argparse.Namespace) -> int:
         http_endpoint=parse_endpoint(args.http_endpoint), spool_dir=args.spool_dir,
         artifact_stores=tuple(args.artifact_store), token=token or None, tls_cert=args.tls_cert,
         tls_key=args.tls_key, max_request_bytes=size, silence_s=args.silence_timeout))
+
+
+
+def _add_sync(commands: Any) -> None:
+    sync = commands.add_parser("sync", help="import TensorBoard event files into the backends, exactly once",
+                               description="Read every TensorBoard event file under LOGDIR (a directory or an "
+                               "fsspec URL) and deliver it; a second sync delivers only what is new. See "
+                               "docs/sync.md.")
+    sync.add_argument("logdir", help="a directory or fsspec URL (s3://bucket/runs)")
+    sync.add_argument("--backend", action="append", required=True,
+                      help="a backend to deliver to (repeat for several); its options come from TRACELET_<OPTION> "
+                      "or its own variables, such as MLFLOW_TRACKING_URI")
+    sync.add_argument("--project", help="the backends' project (MLflow's experiment); default: each backend's own")
+    sync.add_argument("--run-depth", type=int, default=1,
+                      help="runs are the directories this many levels below LOGDIR (default 1)")
+    sync.add_argument("--follow", action="store_true",
+                      help="keep reading new runs, files and events until SIGINT or SIGTERM")
+    sync.add_argument("--spool-dir", default=".tracelet-sync",
+                      help="what was read and what waits, kept across syncs (default ./.tracelet-sync)")
+    sync.add_argument("--artifact-store", help="where payloads are stored (default: each run's folder in the "
+                      "spool dir); with --backend otlp, a store the bridge can read, such as s3://bucket/prefix")
+    sync.add_argument("--timeout", type=float, default=3600.0,
+                      help="seconds to wait for delivery at the end (default 3600); what is left waits for the "
+                      "next sync")
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from tracelet_otel._backend import load_backend
+    from tracelet_otel.config import Options
+    from tracelet_otel.sync import Sync, SyncSettings
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    backends = tuple(dict.fromkeys(args.backend))
+    types = {name: kind for backend in backends for name, kind in load_backend(backend).options.items()}
+    config = {"artifact_store": args.artifact_store} if args.artifact_store else None
+    options = Options.resolve(config, types)
+    settings = SyncSettings(logdir=args.logdir, backends=backends, project=args.project, spool_dir=args.spool_dir,
+                            run_depth=args.run_depth, options=options)
+    stop = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop.set())
+    sync = Sync(settings, dict(options.backend_options or {}))
+    if args.follow:
+        sync.follow(stop)
+    else:
+        sync.read(complete=True)
+    summaries = sync.finish(args.timeout)
+    waiting = 0
+    for summary in summaries:
+        delivered = ", ".join(f"{name} {count} delivered" + (f", {summary.waiting[name]} waiting"
+                                                                if summary.waiting[name] else "")
+                              for name, count in summary.delivered.items())
+        print(f"tracelet-otel sync: run {summary.name}: {summary.events} events read, {summary.records} records; "
+              f"{delivered}", file=sys.stderr)
+        for reason, count in sorted({**summary.skipped, **{f"dropped by {name}: {reason}": count
+                                                            for name, dropped in summary.dropped.items()
+                                                            for reason, count in dropped.items()}}.items()):
+            print(f"  skipped {count}: {reason}", file=sys.stderr)
+        for damage in summary.damage:
+            print(f"  damaged: {damage}", file=sys.stderr)
+        waiting += sum(summary.waiting.values())
+    if waiting:
+        print(f"tracelet-otel sync: {waiting} records are still waiting; the next sync delivers them first",
+              file=sys.stderr)
+    return 1 if waiting else 0
 
 
 if __name__ == "__main__":

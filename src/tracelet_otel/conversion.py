@@ -44,12 +44,15 @@ class EventConverter:
         self.dropped: Counter[str] = Counter()
         self._warnings = OnceLogger(_logger)
 
-    # -- journal frames --------------------------------------------------------------------------------------
+    # -- journal frames, or event files ----------------------------------------------------------------------
     def register_writer(self, body: dict[str, Any]) -> None:
         self._writers[body["id"]] = self._names.resolve(body["logdir"], body.get("call"))
 
     def convert_event(self, writer_id: int, event_bytes: bytes) -> list[Record]:
-        event = event_pb2.Event.FromString(event_bytes)
+        return self.convert(writer_id, event_pb2.Event.FromString(event_bytes))
+
+    def convert(self, writer_id: int, event: Any) -> list[Record]:
+        """The records of one parsed ``Event`` of a registered writer."""
         name = self._writers[writer_id]
         try:
             return list(self._records(event, name))
@@ -113,11 +116,9 @@ class EventConverter:
                 yield self._record(RecordKind.HISTOGRAM, name, tag, step, wall_time,
                                    blob=self._json(_histogram(value.histo)))
         elif kind == "image":
-            yield from self._image(value, name, step, wall_time)
+            yield from self._image(tag, value.image.encoded_image_string, name, step, wall_time)
         elif kind == "audio":
-            if self._allowed(self._options.capture_audio, tag, "capture_audio"):
-                yield self._record(RecordKind.AUDIO, name, tag, step, wall_time,
-                                   blob=self._store.put(value.audio.encoded_audio_string, "audio/wav"))
+            yield from self._audio(tag, value.audio.encoded_audio_string, name, step, wall_time)
         elif kind == "tensor":
             yield from self._tensor(value, plugin, name, step, wall_time)
         else:
@@ -137,7 +138,21 @@ class EventConverter:
         from tensorboard.util import tensor_util
 
         array = tensor_util.make_ndarray(value.tensor)
-        if plugin == "scalars":
+        # TensorFlow 2's summaries (tf.summary.*, Keras) are tensors: images [width, height, png...], audio
+        # [[wav, label]...], histograms [[left, right, count]...]; tensor k of several is "<tag>/<k>".
+        if plugin == "images":
+            images = array[2:]
+            for index, data in enumerate(images):
+                yield from self._image(_nth(tag, index, len(images)), data, name, step, wall_time, original=tag)
+        elif plugin == "audio":
+            clips = array.reshape(-1, 2)[:, 0] if array.size else array
+            for index, data in enumerate(clips):
+                yield from self._audio(_nth(tag, index, len(clips)), data, name, step, wall_time, original=tag)
+        elif plugin == "histograms":
+            if self._allowed(self._options.capture_histograms, tag, "capture_histograms"):
+                yield self._record(RecordKind.HISTOGRAM, name, tag, step, wall_time,
+                                   blob=self._json({"buckets": array.reshape(-1, 3).tolist()}))
+        elif plugin == "scalars":
             yield self._record(RecordKind.SCALAR, name, tag, step, wall_time, value=float(array.item()))
         elif plugin == "text":
             # torch and tensorboardX write add_text("note") as "note/text_summary"; the user's tag is "note".
@@ -172,8 +187,14 @@ class EventConverter:
         yield self._record(RecordKind.HPARAMS, name, "hparams", step, wall_time, params=params,
                            blob=self._json(params), filename=f"{name.hparams_run or 'hparams'}.json")
 
-    def _image(self, value: Any, name: WriterName, step: int, wall_time: float) -> Iterator[Record]:
-        tag, data = value.tag, value.image.encoded_image_string
+    def _audio(self, tag: str, data: bytes, name: WriterName, step: int, wall_time: float,
+               original: str | None = None) -> Iterator[Record]:
+        if self._allowed(self._options.capture_audio, tag, "capture_audio"):
+            yield self._record(RecordKind.AUDIO, name, tag, step, wall_time, original=original,
+                               blob=self._store.put(data, "audio/wav"))
+
+    def _image(self, tag: str, data: bytes, name: WriterName, step: int, wall_time: float,
+               original: str | None = None) -> Iterator[Record]:
         video = data[:4] == b"GIF8"
         if not self._allowed(self._options.capture_images, tag, "capture_images"):
             return
@@ -187,7 +208,7 @@ class EventConverter:
                                    "(max_image_size)", tag, len(data), len(shrunk))
             data = shrunk
         kind = RecordKind.VIDEO if video else RecordKind.IMAGE
-        yield self._record(kind, name, tag, step, wall_time,
+        yield self._record(kind, name, tag, step, wall_time, original=original,
                            blob=self._store.put(data, "image/gif" if video else "image/png"))
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -220,6 +241,10 @@ class EventConverter:
 def _histogram(histo: Any) -> dict[str, Any]:
     return {"min": histo.min, "max": histo.max, "num": histo.num, "sum": histo.sum,
             "sum_squares": histo.sum_squares, "bucket_limit": list(histo.bucket_limit), "bucket": list(histo.bucket)}
+
+
+def _nth(tag: str, index: int, count: int) -> str:
+    return tag if count == 1 else f"{tag}/{index}"
 
 
 def _text_bytes(array: np.ndarray) -> bytes:

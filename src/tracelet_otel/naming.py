@@ -6,6 +6,10 @@
 * ``add_scalars("group", {"a": ...})`` writes ``group/a`` in the namespace of the writer it was called on
   (TensorBoard itself puts each entry in a writer of its own).
 * ``add_hparams`` metrics keep their tags, in the namespace of the writer it was called on.
+
+Event files read from disk (``tracelet-otel sync``) carry no call: :func:`call_of_event_file` tells the writers
+``add_scalars`` and ``add_hparams`` made from where they are and what they hold, so that a logdir synced later
+gets the names it got when it was logged live.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["WriterName", "WriterNames"]
+__all__ = ["WriterName", "WriterNames", "call_of_event_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +72,25 @@ def _scalars_parent(logdir: str, main_tag: str, keys: Sequence[str]) -> tuple[st
             if logdir.endswith(suffix) and (best[1] is None or len(key) > len(best[1])):
                 best = (logdir[: -len(suffix)], key)
     return best
+
+
+def call_of_event_file(writer_dir: str, first_tag: str | None, first_plugin: str | None) -> tuple[Any, ...] | None:
+    """The ``SummaryWriter`` call that made an event file's writer, as the capture would have seen it.
+
+    ``writer_dir`` is the file's directory relative to the root (``""`` for the root itself), ``first_tag`` and
+    ``first_plugin`` those of its first summary value. ``add_hparams`` wrote a directory of its own that starts
+    with the hparams plugin's data; ``add_scalars`` one per key, named ``<main tag, "/" as "_">_<key>`` (torch) or
+    ``<main tag>/<key>`` (tensorboardX), whose values are tagged with the main tag.
+    """
+    if not writer_dir or first_tag is None:
+        return None
+    if first_plugin == "hparams":
+        return ("hparams",)
+    parent, _, last = writer_dir.rpartition("/")
+    torch_prefix = first_tag.replace("/", "_") + "_"
+    keys = []
+    if last.startswith(torch_prefix) and last != torch_prefix:
+        keys.append(last.removeprefix(torch_prefix))
+    if parent == first_tag or parent.endswith("/" + first_tag):
+        keys.append(last)
+    return ("scalars", first_tag, keys) if keys else None

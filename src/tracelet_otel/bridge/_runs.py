@@ -16,91 +16,28 @@ import dataclasses
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracelet_otel._backend import RunInfo
-from tracelet_otel._child import Child, Deliver, Ended, Failed, Finish, Message, Opened, Ready
+from tracelet_otel._child import Deliver, Ended, Finish, Message, Opened
 from tracelet_otel.bridge._decode import RunBatch, RunEnd
 from tracelet_otel.delivery.counters import spool_counters
+from tracelet_otel.delivery.processes import DeliveryProcesses
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.delivery.worker import DELIVERY_KEY, FINISHED_KEY, Delivery
 from tracelet_otel.layout import RUNS, RunDirectory
 from tracelet_otel.records import Record
 from tracelet_otel.reports import RunStatus
 
-__all__ = ["END_KEY", "Deliverers", "Runs"]
+__all__ = ["END_KEY", "Runs"]
 
 _logger = logging.getLogger("tracelet_otel.bridge")
 
 END_KEY = "end"  # spool meta: the job's end record, {"status", "records"}
-START_TIMEOUT_S = 120.0
-MESSAGE_WAIT_S = 60.0
-
-
-class Deliverers:
-    """The delivery processes, one per backend, seen from the bridge; one that dies is started again and
-    ``on_restart`` tells it what it was doing."""
-
-    def __init__(self, backends: Sequence[str], on_message: Callable[[str, Message], None],
-                 on_restart: Callable[[str], None]) -> None:
-        self._on_message = on_message
-        self._on_restart = on_restart
-        self._stopping = False
-        self._lock = threading.Lock()
-        self._children = {name: self._start(name) for name in backends}
-
-    def _start(self, backend: str) -> Child:
-        child = Child([sys.executable, "-m", "tracelet_otel.delivery", backend, "--bridge"])
-        message = child.receive(START_TIMEOUT_S)
-        if not isinstance(message, Ready):
-            child.wait(0)
-            reason = message.error if isinstance(message, Failed) else f"unexpected {message!r}"
-            raise RuntimeError(f"the {backend} delivery process could not start: {reason}")
-        threading.Thread(target=self._follow, args=(backend, child), name=f"tracelet-otel-bridge-{backend}",
-                         daemon=True).start()
-        return child
-
-    def _follow(self, backend: str, child: Child) -> None:
-        while True:
-            message = child.receive(MESSAGE_WAIT_S)
-            if not isinstance(message, Failed) or message.spool is not None:
-                self._on_message(backend, message)
-            elif not child.is_running():
-                break
-        if self._stopping:
-            return
-        _logger.error("tracelet-otel bridge: the %s delivery process exited (%s); starting it again", backend,
-                      message.error)
-        while not self._stopping:
-            try:
-                replacement = self._start(backend)
-            except RuntimeError as error:
-                _logger.error("tracelet-otel bridge: %s; trying again", error)
-                time.sleep(5)
-                continue
-            with self._lock:
-                self._children[backend] = replacement
-            self._on_restart(backend)
-            return
-
-    def tell(self, backend: str, message: Message) -> None:
-        with self._lock:
-            self._children[backend].send(message)
-
-    def close(self, timeout: float) -> None:
-        """Let every delivery process finish its batch and exit; runs stay open, spools keep what waits."""
-        self._stopping = True
-        with self._lock:
-            children = list(self._children.values())
-        for child in children:
-            child.end_input()
-        for child in children:
-            child.wait(timeout)
 
 
 @dataclass
@@ -127,7 +64,7 @@ class Runs:
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}
         self._delivered_by_forgotten_runs = 0
-        self._deliverers = Deliverers(list(backend_options), self._on_message, self._on_restart)
+        self._deliverers = DeliveryProcesses(list(backend_options), self._on_message, self._on_restart)
 
     def resume(self) -> int:
         """Take up the runs a previous bridge left unended or undelivered; returns how many."""

@@ -45,13 +45,14 @@ class Sender:
         self._wake.set()
 
     def drain(self, timeout: float) -> bool:
-        """Wait until the spool is empty; False if the timeout came first."""
+        """Wait until the spool is empty; False if the timeout came first. The spool is counted only once the
+        sender found nothing to send: with a long backlog a count is a scan of it."""
         deadline = time.monotonic() + timeout
         self.wake()
         while time.monotonic() < deadline:
             if self._idle.wait(min(0.1, max(0.0, deadline - time.monotonic()))) and self._spool.count() == 0:
                 return True
-        return self._spool.count() == 0
+        return self._idle.is_set() and self._spool.count() == 0
 
     def stop(self) -> None:
         """Stop after the batch in flight; the counters are saved in the spool."""

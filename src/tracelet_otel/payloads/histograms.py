@@ -3,12 +3,13 @@
 A histogram record's payload is TensorBoard's own data, kept losslessly: the JSON
 ``{min, max, num, sum, sum_squares, bucket_limit, bucket}`` of the event's ``HistogramProto``, where
 ``bucket_limit[i]`` is the right edge of bucket ``i`` (torch and tensorboardX start with an empty bucket whose
-limit is the data's left edge, and their outermost limits are +/-DBL_MAX).
+limit is the data's left edge, and their outermost limits are +/-DBL_MAX); or, from TensorFlow 2
+(``tf.summary.histogram``, Keras), its tensor as ``{"buckets": [[left, right, count], ...]}``.
 
 **Buckets** (:meth:`Histogram.buckets`): TensorBoard's reading of that data (``tensorboard.data_compat``). The
 empty buckets at either end are dropped; the first remaining bucket starts at ``min``, the last ends at ``max``,
 and the edges between are the limits. A ``min`` or ``max`` that is not finite (values of +/-inf) is replaced by
-the nearest finite edge, where TensorBoard would draw nothing.
+the nearest finite edge, where TensorBoard would draw nothing. TensorFlow 2's buckets are taken as they are.
 
 **Bars** (:meth:`Histogram.bars`): what TensorBoard's histogram view draws from those buckets
 (``webapp/widgets/histogram/histogram_util.ts``): ``BARS`` (30) bars of equal width from the first bucket's left
@@ -58,15 +59,15 @@ class Bars(NamedTuple):
 
 @dataclass(frozen=True)
 class Histogram:
-    """One ``HistogramProto``, as the payload JSON holds it."""
+    """One histogram as its payload JSON holds it: a ``HistogramProto`` (torch, tensorboardX, TensorFlow 1), or
+    TensorFlow 2's ``{"buckets": [[left, right, count], ...]}``, which has no sum of its own."""
 
     min: float
     max: float
     num: float
-    sum: float
-    sum_squares: float
-    bucket_limit: Sequence[float]
-    bucket: Sequence[float]
+    sum: float | None
+    sum_squares: float | None
+    tensorboard_buckets: tuple[Bucket, ...]
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Histogram:
@@ -74,31 +75,31 @@ class Histogram:
         ValueError: ``body`` is not a histogram payload (a field is missing, a count without a limit).
         """
         try:
-            histogram = cls(min=float(body["min"]), max=float(body["max"]), num=float(body["num"]),
-                            sum=float(body["sum"]), sum_squares=float(body["sum_squares"]),
-                            bucket_limit=[float(limit) for limit in body["bucket_limit"]],
-                            bucket=[float(count) for count in body["bucket"]])
+            if "buckets" in body:
+                return cls._from_buckets([Bucket(*map(float, bucket)) for bucket in body["buckets"]])
+            limits = [float(limit) for limit in body["bucket_limit"]]
+            counts = [float(count) for count in body["bucket"]]
+            low, high = float(body["min"]), float(body["max"])
+            histogram = cls(min=low, max=high, num=float(body["num"]), sum=float(body["sum"]),
+                            sum_squares=float(body["sum_squares"]),
+                            tensorboard_buckets=tuple(_buckets(limits, counts, low, high)))
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a TensorBoard histogram: {error!r}") from None
-        if len(histogram.bucket) != len(histogram.bucket_limit):
-            raise ValueError(f"not a TensorBoard histogram: {len(histogram.bucket)} buckets and "
-                             f"{len(histogram.bucket_limit)} limits")
+        if len(counts) != len(limits):
+            raise ValueError(f"not a TensorBoard histogram: {len(counts)} buckets and {len(limits)} limits")
         return histogram
 
+    @classmethod
+    def _from_buckets(cls, buckets: Sequence[Bucket]) -> Histogram:
+        """TensorFlow 2's buckets are what TensorBoard draws from, as they are."""
+        low, high = (buckets[0].left, buckets[-1].right) if buckets else (0.0, 0.0)
+        num = sum(bucket.values for bucket in buckets)
+        return cls(min=low, max=high, num=num, sum=None, sum_squares=None,
+                   tensorboard_buckets=tuple(buckets) if num else ())
+
     def buckets(self) -> list[Bucket]:
-        """TensorBoard's buckets: ``(left, right, count)``, without the empty ones at either end."""
-        counts, limits = self.bucket, self.bucket_limit
-        filled = [index for index, count in enumerate(counts) if count > 0]
-        if not filled:
-            return []
-        start, end = filled[0], filled[-1]
-        inner = list(limits[start:end])
-        outer = [limits[start - 1]] if start > 0 else []  # the data's left edge in torch's layout
-        low = _finite_or_nearest(self.min, [*outer, *inner, limits[end]])
-        high = _finite_or_nearest(self.max, [limits[end], *reversed(inner), *outer])
-        lefts, rights = [low, *inner], [*inner, high]
-        return [Bucket(left, right, counts[start + index])
-                for index, (left, right) in enumerate(zip(lefts, rights, strict=True))]
+        """TensorBoard's buckets: ``(left, right, count)``."""
+        return list(self.tensorboard_buckets)
 
     def bars(self, count: int = BARS) -> Bars:
         """The bars TensorBoard's histogram view draws (the module docstring has the rule)."""
@@ -126,6 +127,21 @@ class Histogram:
                 index += 1
             counts.append(total)
         return Bars([left + bar * width for bar in range(count + 1)], counts)
+
+
+def _buckets(limits: Sequence[float], counts: Sequence[float], low: float, high: float) -> list[Bucket]:
+    """A ``HistogramProto``'s buckets as TensorBoard reads them, without the empty ones at either end."""
+    filled = [index for index, count in enumerate(counts) if count > 0]
+    if not filled:
+        return []
+    start, end = filled[0], filled[-1]
+    inner = list(limits[start:end])
+    outer = [limits[start - 1]] if start > 0 else []  # the data's left edge in torch's layout
+    low = _finite_or_nearest(low, [*outer, *inner, limits[end]])
+    high = _finite_or_nearest(high, [limits[end], *reversed(inner), *outer])
+    lefts, rights = [low, *inner], [*inner, high]
+    return [Bucket(left, right, counts[start + index])
+            for index, (left, right) in enumerate(zip(lefts, rights, strict=True))]
 
 
 def _contribution(bucket: Bucket, left: float, right: float, has_right_neighbour: bool) -> tuple[float, float]:

@@ -58,6 +58,9 @@ def session_folders(cache_dir: Path) -> list[Path]:
 def read_session(folder: Path) -> OfflineSession:
     session = OfflineSession(folder, task=json.loads((folder / "task.json").read_text()))
     for event in _events(folder / "metrics.jsonl"):
+        if event["type"] == "log":  # a task that reports from a thread of its own writes its console here too
+            session.console.extend(event["msg"].splitlines())
+            continue
         title, series, iteration = event["metric"], event["variant"], event["iter"]
         if title.startswith(MONITOR_TITLE_PREFIX):
             if event["type"] == "training_stats_scalar":

@@ -49,8 +49,9 @@ def _draw(histogram: Histogram, bars: Bars, width: int) -> Any:
     if not bars.counts:
         draw.text((width / 2, 10 * scale), "empty histogram", font=font, fill=_TEXT_COLOUR, anchor="ma")
         return image
-    mean = histogram.sum / histogram.num if histogram.num else float("nan")
-    title = f"min {_number(histogram.min)}  max {_number(histogram.max)}  mean {_number(mean)}"
+    title = f"min {_number(histogram.min)}  max {_number(histogram.max)}"
+    if histogram.sum is not None:  # TensorFlow 2 keeps no sum
+        title += f"  mean {_number(histogram.sum / histogram.num)}"
     draw.text((width / 2, 10 * scale), title, font=font, fill=_TEXT_COLOUR, anchor="ma")
 
     edges, counts = bars

@@ -12,6 +12,7 @@ as ``_``, and one over 160 characters keeps its first 151 and ends in ``-`` and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -84,6 +85,7 @@ class Translation:
     renamed_images: dict[str, str] = field(default_factory=dict)  # original tag -> image key, likewise
 
 
+@functools.lru_cache(maxsize=65536)  # a run's tags repeat at every step
 def mlflow_name(name: str) -> str:
     if len(name) <= MAX_NAME_LENGTH and not _INVALID_CHARACTER.search(name) and _is_normalised(name):
         return name
