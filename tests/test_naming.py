@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tracelet_otel.naming import WriterName, WriterNames
+import pytest
+
+from tracelet_otel.naming import WriterName, WriterNames, call_of_event_file
 
 
 def test_the_root_keeps_tags_and_writers_below_it_are_namespaced():
@@ -32,3 +34,16 @@ def test_the_longest_matching_key_wins():
 def test_add_hparams_metrics_belong_to_the_writer_called():
     names = WriterNames("/r")
     assert names.resolve("/r/1700000000.5", ("hparams",)).tag("hparam/acc") == "hparam/acc"
+
+
+@pytest.mark.parametrize(("writer_dir", "tag", "plugin", "name"), [
+    ("", "loss", "", "loss"),  # the run's own files keep their tags
+    ("validation", "loss", "", "validation/loss"),
+    ("val/Loss_Group_a", "Loss/Group", "", "val/Loss/Group/a"),  # torch's add_scalars directory
+    ("val/Loss/Group/a", "Loss/Group", "", "val/Loss/Group/a"),  # tensorboardX's
+    ("1700000000.5", "_hparams_/experiment", "hparams", "hparam/acc"),  # add_hparams's, named as live
+])
+def test_event_files_read_from_disk_get_the_names_the_live_capture_gives(writer_dir, tag, plugin, name):
+    call = call_of_event_file(writer_dir, tag, plugin)
+    writer = WriterNames("/r").resolve(f"/r/{writer_dir}".rstrip("/"), call)
+    assert writer.tag("hparam/acc" if plugin == "hparams" else tag) == name
