@@ -352,3 +352,19 @@ def test_the_same_logdir_reaches_wandb_and_clearml_offline_with_every_scalar(off
                           for title, series, _, _ in read_session(folder).scalars.elements())
     finite = sum(count for (_, _, value), count in expected.items() if value != "nan" and np.isfinite(value))
     assert sum(in_clearml.values()) == finite + 5  # the scenario's finite scalars (ClearML cannot plot the rest)
+
+
+def test_a_restart_that_comes_after_its_earlier_points_were_delivered_is_said_once(mlflow_store, tmp_path, caplog):
+    run_dir = tmp_path / "logs" / "requeued"
+    with SummaryWriter(str(run_dir)) as first_attempt:
+        for step in range(10):
+            first_attempt.add_scalar("loss", 1.0, step)
+    sync(str(tmp_path / "logs"))  # the first attempt is delivered before the job is requeued
+    time.sleep(1.1)
+    with SummaryWriter(str(run_dir), purge_step=6) as second_attempt:
+        second_attempt.add_scalar("loss", 2.0, 6)
+
+    sync(str(tmp_path / "logs"))
+
+    assert "restarts its writer at step 6" in caplog.text and "already had them and keeps them" in caplog.text
+    assert len(stored_steps(mlflow_store, "requeued")) == 11  # MLflow keeps every point it was given

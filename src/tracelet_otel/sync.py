@@ -72,7 +72,7 @@ __all__ = ["RunSummary", "Sync", "SyncSettings"]
 _logger = logging.getLogger("tracelet_otel.sync")
 
 DEFAULT_SPOOL_DIR = ".tracelet-sync"
-CHUNK_RECORDS = 1000  # records spooled in one transaction (the delivery batch of most backends)
+CHUNK_RECORDS = 10_000  # records spooled in one transaction: few, so that delivery rarely waits for the lock
 FOLLOW_POLL_S = 1.0
 PROGRESS_EVERY_S = 0.5  # on a terminal; elsewhere a line every PROGRESS_LINE_EVERY_S
 PROGRESS_LINE_EVERY_S = 10.0
@@ -196,6 +196,7 @@ class Sync:
             run = self._run(run_name, run_root)
             for writer_dir, writer_files in _by_writer(run_root, files):
                 restarts = [self._restart_step(path) for path in writer_files]
+                self._warn_of_late_restarts(run, writer_files, restarts)
                 for index, path in enumerate(writer_files):
                     later = [step for step in restarts[index + 1 :] if step is not None]
                     self._read_file(run, writer_dir, path, min(later, default=None), complete)
@@ -238,6 +239,20 @@ class Sync:
         except (OSError, ValueError):
             return None
         return None
+
+    def _warn_of_late_restarts(self, run: _Run, files: Sequence[str], restarts: Sequence[int | None]) -> None:
+        """A restart marker in a file that came after earlier files of its writer were delivered: TensorBoard
+        hides their points at the marker's step and above, and the trackers cannot take them back."""
+        positions = [spool.positions() for spool in run.spools.values()]
+        for index, step in enumerate(restarts):
+            key = files[index][len(self._root) + 1 :]
+            earlier = [path[len(self._root) + 1 :] for path in files[:index]]
+            new = not any(key in known for known in positions)
+            if step is not None and new and any(path in known for path in earlier for known in positions):
+                self._warnings.warning(("late restart", key), "tracelet-otel sync: %s restarts its writer at step "
+                                       "%d; TensorBoard hides the points of the earlier files at that step and "
+                                       "above, but %s already had them and keeps them", key, step,
+                                       ", ".join(run.spools))
 
     def _read_file(self, run: _Run, writer_dir: str, path: str, hidden_from: int | None, complete: bool) -> None:
         key = path[len(self._root) + 1 :]
