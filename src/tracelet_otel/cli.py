@@ -193,6 +193,8 @@ def _sync(args: argparse.Namespace) -> int:
     else:
         sync.read(complete=True)
     summaries = sync.finish(args.timeout)
+    if not summaries:
+        print(f"tracelet-otel sync: no event files under {args.logdir}", file=sys.stderr)
     waiting = 0
     for summary in summaries:
         delivered = ", ".join(f"{name} {count} delivered" + (f", {summary.waiting[name]} waiting"
