@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._backend import BackendRunHandle
-from tracelet_otel._child import Done, Failed, Finish, Ready, become_helper, try_lock
+from tracelet_otel._child import Done, Failed, Finish, Ready, become_helper, exit_helper, try_lock
 from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
@@ -199,18 +199,20 @@ class Agent:
         self._emitter.end_span()
         if self.status == RunStatus.DISCARD:
             timeout = 0.0
-        deadline = time.monotonic() + timeout
+        # Every delivery process drains its spool and ends its run itself; this waits for them all at once, and
+        # returns the moment the last one is done.
+        for exporter in self.exporters.values():
+            exporter.begin_close(self.status, timeout)
         progress = on_progress or _ProgressLines()
-        while time.monotonic() < deadline and any(exporter.delivering() for exporter in self.exporters.values()):
+        while True:
             progress(self.undelivered())
             self._remove_delivered_payloads()
-            time.sleep(FLUSH_POLL_S)
-        progress(self.undelivered())
+            if all(exporter.wait_closed(FLUSH_POLL_S) for exporter in self.exporters.values()):
+                break
         dropped = dict(self._converter.dropped)
         if self.damaged_journal_stretches:  # the values in them are lost; how many cannot be known
             dropped[DropReason.DAMAGED_JOURNAL] = self.damaged_journal_stretches
-        reports = {name: exporter.close(self.status, max(0.0, deadline - time.monotonic()))
-                   for name, exporter in self.exporters.items()}
+        reports = {name: exporter.report() for name, exporter in self.exporters.items()}
         self._span_processor.shutdown()
         self._meter_provider.shutdown()
         if self.status == RunStatus.DISCARD or all(report.undelivered == 0 and report.finished
@@ -282,4 +284,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_helper(main())

@@ -1,7 +1,6 @@
 """``python -m tracelet_otel.delivery SPOOL``: the delivery worker (see :mod:`tracelet_otel.delivery.worker`)."""
 
-import sys
-
+from tracelet_otel._child import exit_helper
 from tracelet_otel.delivery.worker import main
 
-sys.exit(main())
+exit_helper(main())

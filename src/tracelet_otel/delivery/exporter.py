@@ -9,6 +9,7 @@ disk", never "maybe in memory".
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ _logger = logging.getLogger("tracelet_otel.delivery")
 
 FLUSH_POLL_S = 0.05
 OPEN_TIMEOUT_S = 120.0
+CLOSE_GRACE_S = 30.0  # beyond the delivery timeout: ending the run, and the process's exit
 
 
 class TrackerSpanExporter(SpanExporter):
@@ -57,6 +59,7 @@ class TrackerSpanExporter(SpanExporter):
         self._worker.send(Deliver(spool_path))
         self._run: BackendRunHandle | None = None
         self._shutdown = False
+        self._closed_by = 0.0
         self._unspooled: Counter[str] = Counter()  # reason -> records the spool refused
         self._warnings = OnceLogger(_logger)
 
@@ -113,13 +116,35 @@ class TrackerSpanExporter(SpanExporter):
         """Records are waiting and the delivery process is still there to send them."""
         return self._worker.is_running() and self.spool.count() > 0
 
-    def close(self, status: str = RunStatus.FINISHED, timeout: float = 30.0) -> DeliveryReport:
-        """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
+    def begin_close(self, status: str = RunStatus.FINISHED, timeout: float = 30.0) -> None:
+        """Have the delivery process deliver for up to ``timeout`` seconds and end the backend run with
+        ``status``; :meth:`wait_closed` waits for it."""
         if not self._shutdown:
             self._shutdown = True
             self._worker.send(Finish(status, timeout, self.spool.path))
             self._worker.end_input()
-            self._worker.wait(timeout + 30)
+            self._closed_by = time.monotonic() + timeout + CLOSE_GRACE_S
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Whether the delivery process is done, waiting up to ``timeout`` seconds; one past its deadline is
+        killed (its spool keeps what it had not delivered)."""
+        try:
+            self._worker.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() < self._closed_by:
+                return False
+            self._worker.wait(0)
+        return True
+
+    def close(self, status: str = RunStatus.FINISHED, timeout: float = 30.0) -> DeliveryReport:
+        """Deliver for up to ``timeout`` seconds, end the backend run with ``status``, and report counters."""
+        self.begin_close(status, timeout)
+        while not self.wait_closed(timeout + CLOSE_GRACE_S):
+            pass
+        return self.report()
+
+    def report(self) -> DeliveryReport:
+        """What was spooled, delivered, dropped and left, read from the spool."""
         counters = spool_counters(self.spool)
         for reason, count in self._unspooled.items():
             counters.drop(reason, count)
