@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections import Counter
 from typing import Any
@@ -14,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
-from tests.support import event_files, scalars_in
+from tests.support import MlflowStore, ProcessGroup, event_files, scalars_in
 from tracelet_otel.reports import DropReason
 
 # Writers forked workers reach through the module, as GlobalSummaryWriter's own documentation shows.
@@ -151,3 +154,36 @@ def test_what_a_forked_child_logs_through_a_torch_writer_of_the_parent_is_counte
     assert [tag for tag, *_ in scalars_in(path)] == ["kept"]
     assert set(mlflow_store.run(run.backends["mlflow"].run_id).data.metrics) == {"kept"}
     assert run.capture["dropped"] == {DropReason.LOST_IN_FORKED_CHILD: 1}
+
+
+RANK = textwrap.dedent("""
+    import os, sys
+    import tracelet_otel
+    from torch.utils.tensorboard import SummaryWriter
+
+    sys.stdin.readline()  # every rank starts at the same moment
+    tracelet_otel.start_logging("ranks", "tracelet-tests")
+    with SummaryWriter(f"runs/rank{os.environ['RANK']}") as writer:
+        writer.add_scalar("loss", float(os.environ["RANK"]), 0)
+    tracelet_otel.stop_logging()
+""")
+
+
+def test_four_ranks_starting_together_on_a_store_that_does_not_exist_yet_all_start_their_runs(tmp_path):
+    """As every rank of `torchrun --nproc-per-node 4` does on a first run, against MLflow's default store."""
+    (tmp_path / "rank.py").write_text(RANK)
+    ranks = [ProcessGroup([sys.executable, "rank.py"], cwd=tmp_path, stdin=subprocess.PIPE,
+                          env={**os.environ, "RANK": str(rank)}) for rank in range(4)]
+    try:
+        for rank in ranks:
+            rank.process.stdin.write("\n")
+        for rank in ranks:
+            rank.process.stdin.flush()
+        results = [rank.wait(180) for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.__exit__(None, None, None)
+    assert [status for status, _ in results] == [0, 0, 0, 0], [output for _, output in results]
+    store = MlflowStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = store.client.search_runs([store.client.get_experiment_by_name("tracelet-tests").experiment_id])
+    assert sorted(run.data.metrics["loss"] for run in runs) == [0.0, 1.0, 2.0, 3.0]

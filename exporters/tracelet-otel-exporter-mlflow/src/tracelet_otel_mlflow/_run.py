@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -36,6 +37,7 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
+_SQLITE = "sqlite:///"
 _PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
 MAX_PARAMS_PER_BATCH = 100
 
@@ -163,10 +165,9 @@ class MlflowBackend(Backend):
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> MlflowRun:
         for variable, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(variable, value)
-        from mlflow.tracking import MlflowClient
 
         tracking_uri = (resume or {}).get("tracking_uri") or options.get("mlflow_tracking_uri")
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = _client(tracking_uri)
         histogram_images = options.get("mlflow_histogram_images")
         histogram_images = True if histogram_images is None else histogram_images
         if resume:
@@ -181,9 +182,8 @@ class MlflowBackend(Backend):
 
     def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> MlflowRun | None:
         """The run tagged with our run id in the run's experiment."""
-        from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=options.get("mlflow_tracking_uri"))
+        client = _client(options.get("mlflow_tracking_uri"))
         experiment = client.get_experiment_by_name(run.project or "Default")
         if experiment is None or not re.fullmatch(r"[\w-]+", run.run_id):  # nothing to quote in the filter
             return None
@@ -216,6 +216,28 @@ def _source_tags(source: Mapping[str, Any]) -> dict[str, str]:
         if source.get(key):
             tags[tag] = str(source[key])
     return tags
+
+
+def _client(tracking_uri: str | None) -> Any:
+    """A client of the store, whose tables exist. MLflow creates a sqlite store's tables on first use, and
+    processes doing so at once fail ("table experiments already exists"): every rank of ``torchrun
+    --nproc-per-node 4`` does on a first run, against the default ``sqlite:///mlflow.db``. So the first use of a
+    sqlite store is taken in turns, under a lock on its directory (a lock on no file of the user's)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if not uri.startswith(_SQLITE):
+        return MlflowClient(tracking_uri=uri)
+    directory = os.path.dirname(os.path.abspath(uri[len(_SQLITE) :])) or "."
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # the tables are created here, if they are not there
+    finally:
+        os.close(descriptor)  # and the lock with it
+    return client
 
 
 def _experiment_id(client: Any, name: str) -> str:
