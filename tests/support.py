@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -126,6 +127,12 @@ class MlflowStore:
         local = self.client.download_artifacts(run_id, path)
         with open(local, "rb") as file:
             return file.read()
+
+
+def replay(directory: Any) -> subprocess.CompletedProcess[str]:
+    """``tracelet-otel replay`` run in ``directory``, as a user runs it after a crash."""
+    command = os.path.join(os.path.dirname(sys.executable), "tracelet-otel")
+    return subprocess.run([command, "replay"], cwd=directory, capture_output=True, text=True, timeout=300)
 
 
 def processes_below(root_pid: int) -> dict[int, str]:

@@ -16,7 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
 from tests.conftest import MlflowServer
-from tests.support import MlflowStore
+from tests.support import MlflowStore, replay
 from tracelet_otel.agent import Agent
 from tracelet_otel.delivery import Spool
 
@@ -75,11 +75,6 @@ def wait_for_status(store: MlflowStore, status: str, timeout: float = 90):
 
 def steps(store: MlflowStore) -> list[int]:
     return sorted(metric.step for metric in store.client.get_metric_history(the_run(store).info.run_id, "loss"))
-
-
-def replay(tmp_path) -> subprocess.CompletedProcess[str]:
-    command = os.path.join(os.path.dirname(sys.executable), "tracelet-otel")
-    return subprocess.run([command, "replay"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 def test_when_training_is_killed_the_agent_delivers_what_was_journaled_and_ends_the_run_killed(mlflow_store, tmp_path):
@@ -192,7 +187,7 @@ def test_an_unreadable_event_in_the_journal_is_counted_and_the_rest_still_arrive
         run_dir.spec)
     good = [Event(summary=scalar("loss", step / 10), step=step, wall_time=1.7e9 + step).SerializeToString()
             for step in range(3)]
-    with open(run_dir.journal, "wb") as file:
+    with open(run_dir.journal(), "wb") as file:
         file.write(journal.encode_json(journal.FrameType.WRITER, {"id": 1, "logdir": str(tmp_path), "call": None}))
         file.write(journal.encode_event(1, good[0]))
         file.write(journal.encode_event(1, b"\xff not an event"))

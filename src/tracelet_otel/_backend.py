@@ -45,6 +45,9 @@ class RunInfo:
     # The training process, as the tracker would have recorded it had the run been opened there
     # (see tracelet_otel.provenance): program, args, user, host, pid, cwd, git_commit, git_branch, git_remote.
     source: Mapping[str, Any] | None = None
+    # The user chose ``run_id`` (option ``run_id``): a restarted job continues its run, so ``open_run`` continues
+    # the tracker's run of that id where the tracker holds one (``find_run`` is asked first).
+    resumable: bool = False
 
 
 class BackendRun(abc.ABC):
@@ -111,10 +114,11 @@ class Backend(abc.ABC):
         """Create the tracker run, or reopen the one ``resume`` (a ``BackendRun.reference``) names."""
 
     def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> BackendRun | None:
-        """The tracker run created for ``run`` (by its ``run_id``), if the tracker can be asked.
+        """The tracker run created for ``run`` (by its ``run_id``), reopened, if the tracker can be asked.
 
-        Asked only after a crash that may have come between the tracker creating the run and the spool recording
-        it, so that the run is not created twice. None by default: such a backend may create a second run there.
+        Asked before a run is created for a ``resumable`` run (a restarted job continues its run), and after a
+        crash that may have come between the tracker creating the run and the spool recording it, so that the run
+        is not created twice. None by default: such a backend creates a new run there.
         """
         return None
 

@@ -123,7 +123,9 @@ def start_logging(
         project: the backend's grouping of runs, the MLflow experiment (``TRACELET_PROJECT``).
         backend: a name or a list of names of installed backends; by default ``TRACELET_BACKEND``, else
             ``"mlflow"``.
-        config: options (see :mod:`tracelet_otel.config`); ``TRACELET_<OPTION>`` variables fill the rest.
+        config: options (see :mod:`tracelet_otel.config`); ``TRACELET_<OPTION>`` variables fill the rest. With
+            ``run_id`` (``TRACELET_RUN_ID``), a restarted job continues its run: the same run in every backend,
+            and what the killed attempt left undelivered is delivered first (``docs/restarts.md``).
 
     Returns:
         The run handle, with our run id and each backend's run.
@@ -131,8 +133,9 @@ def start_logging(
     Raises:
         ConfigurationError: an unknown backend or option, or a value that cannot be read (the message names the
             nearest valid one); a ``ValueError`` too.
-        RunNotStarted: a backend could not open its run (for example, an unreachable tracking server); a
-            ``RuntimeError`` too. Nothing is left behind: the runs other backends opened are undone.
+        RunNotStarted: a backend could not open its run (for example, an unreachable tracking server), or
+            another process runs the same ``run_id``; a ``RuntimeError`` too. Nothing is left behind: the runs
+            other backends opened are undone.
 
     A run that is still active is stopped first, with a warning.
     """
@@ -146,26 +149,32 @@ def start_logging(
         backends = {name: load_backend(name) for name in names}
         options = Options.resolve(config, {name: kind for b in backends.values() for name, kind in b.options.items()})
         _warn_if_payloads_stay_here(names, options)
-        run_id = uuid.uuid4().hex
+        rank = _rank()
+        run_id = _own_run_id(options, rank)
         layout = RunDirectory.of(options.spool_dir, run_id)
-        os.makedirs(layout.path)
+        attempt = _attempt(layout)
+        os.makedirs(layout.path, exist_ok=attempt > 1)
         spec = RunSpec(run_id=run_id,
                        exp_name=exp_name or os.environ.get(env.TRACELET_EXP_NAME) or time.strftime("run-%Y%m%d-%H%M%S"),
                        project=project or os.environ.get(env.TRACELET_PROJECT), backends=tuple(names),
-                       options=_absolute_paths(options), rank=_rank(), source=training_process())
+                       options=_absolute_paths(options), rank=rank, source=training_process(), attempt=attempt)
         spec.save(layout.spec)
-        open(layout.journal, "ab").close()
+        open(layout.journal(attempt), "ab").close()
         agent = _start_agent(layout.path)
         ready = agent.receive(AGENT_START_TIMEOUT_S)
         if not isinstance(ready, Ready):
             agent.wait(0)
-            shutil.rmtree(layout.path, ignore_errors=True)  # nothing was captured: nothing to replay
+            # Nothing was captured: nothing to replay, except what an earlier attempt left.
+            if attempt == 1:
+                shutil.rmtree(layout.path, ignore_errors=True)
+            else:
+                os.remove(layout.journal(attempt))
             reason = ready.error if isinstance(ready, Failed) else f"unexpected {ready!r}"
             raise RunNotStarted(f"tracelet-otel could not start run {run_id}: {reason}")
         run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=layout.path,
                   backends=dict(ready.runs))
         try:
-            started = _capture(layout, options)
+            started = _capture(layout.journal(attempt), options)
         except BaseException:
             # The runs are open and nothing was captured: undo them rather than leave empty runs behind.
             _end_agent(agent, RunStatus.DISCARD, AGENT_EXIT_GRACE_S)
@@ -176,12 +185,35 @@ def start_logging(
         return run
 
 
-def _capture(layout: RunDirectory, options: Options) -> capture.Capture | None:
+def _own_run_id(options: Options, rank: int | None) -> str:
+    """A new id, or the one the user chose (``run_id``), one per rank: rank 0, or a job without ranks, has it as
+    it is, and rank N has ``<run_id>-rankN``."""
+    if options.run_id is None:
+        return uuid.uuid4().hex
+    return options.run_id if not rank else f"{options.run_id}-rank{rank}"
+
+
+def _attempt(layout: RunDirectory) -> int:
+    """1 for a new run; for a run an earlier attempt of a restarted job left here, the attempt after its last.
+
+    Raises:
+        RunNotStarted: another process runs it now (a ``run_id`` is one job's at a time).
+    """
+    journals = layout.journals()
+    if not journals:
+        return 1
+    if layout.is_busy():
+        raise RunNotStarted(f"tracelet-otel could not start run {layout.run_id}: another process is running it "
+                            "(a run_id belongs to one job at a time)")
+    return max(journals) + 1
+
+
+def _capture(journal: str, options: Options) -> capture.Capture | None:
     """The run's capture, installed in place of any other (the zero-code route's stand-in)."""
     capture.uninstall()
     if not options.track_tensorboard:
         return None
-    started = capture.Capture(layout.journal, options.max_spool_size)
+    started = capture.Capture(journal, options.max_spool_size)
     try:
         capture.install(started)
     except BaseException:

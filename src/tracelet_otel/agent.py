@@ -16,7 +16,9 @@ import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.metrics import Observation
@@ -25,7 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._backend import BackendRunHandle
 from tracelet_otel._child import Done, Failed, Finish, Ready, become_helper, exit_helper, try_lock
-from tracelet_otel.capture.journal import Frame, FrameType, JournalReader
+from tracelet_otel.capture.journal import Frame, FrameType, JournalReader, ReleasedStart
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.delivery.counters import delivery_observations
@@ -47,7 +49,10 @@ IDLE_POLL_S = 0.02
 FLUSH_POLL_S = 0.2
 PAYLOAD_CLEANUP_EVERY_S = 0.5
 PROGRESS_EVERY_S = 5.0
-JOURNAL = "journal"  # the source a run's spools record their position in (SourcePosition.source)
+RELEASE_EVERY_S = 0.5
+RELEASE_EVERY_BYTES = 2**20
+JOURNAL = "journal"  # the source a run's spools record their position in (SourcePosition.source); ".<n>" after
+# it for the journal of the n-th attempt
 
 
 class Agent:
@@ -105,13 +110,6 @@ class Agent:
         self._converter = EventConverter(self.spec.options, store, self.spec.rank)
         self._delivered_at_cleanup: list[int] | None = None
         self._next_cleanup = 0.0
-        # Each spool records how far into the journal its records go, with them. After a crash the journal is
-        # converted again from the spool that is furthest behind, and spans end where any spool stopped, so that
-        # a spool further ahead is never sent a span it has half of (it refuses whole spans it has already).
-        journaled = [exporter.spool.positions().get(JOURNAL, SourcePosition(JOURNAL, 0)).offset
-                     for exporter in self.exporters.values()]
-        self._resume_offset = min(journaled, default=0)
-        self._span_ends = set(journaled)
         self._parent = os.getppid()
         self.end_status: str | None = None  # set by the journal's end marker or by request_end
         self._end_requested = threading.Event()
@@ -124,23 +122,56 @@ class Agent:
         self._end_requested.set()
 
     def follow(self, *, until_end: bool = True) -> None:
-        """Convert and spool the journal; with ``until_end`` keep following it until its end marker."""
-        reader = JournalReader(self._layout.journal)
+        """Convert and spool the run's journals: those of earlier attempts (a restarted job) whole, first; then
+        the last one, and with ``until_end`` keep following it until its end marker."""
+        journals = list(self._layout.journals().items())
+        for attempt, path in journals[:-1]:
+            source = self._open_journal(attempt, path)
+            self._follow(source, live=False)
+            self._forget_if_spooled(source)
+            self.end_status = None  # that attempt ended, and the run went on
+        if journals:
+            self._follow(self._open_journal(*journals[-1]), live=until_end)
+
+    def _open_journal(self, attempt: int, path: str) -> _Journal:
+        journal = _Journal(path, JOURNAL if attempt == 1 else f"{JOURNAL}.{attempt}")
+        for writer in journal.released.writers.values():
+            self._converter.register_writer(writer)
+        self._converter.dropped.update(journal.released.dropped)
+        # Each spool records how far into the journal its records go, with them. After a crash the journal is
+        # converted again from the spool that is furthest behind, and spans end where any spool stopped, so that
+        # a spool further ahead is never sent a span it has half of (it refuses whole spans it has already).
+        reached = [self._position(exporter, journal.source) for exporter in self.exporters.values()]
+        journal.resume_offset = min(reached, default=0)
+        journal.span_ends = set(reached)
+        return journal
+
+    @staticmethod
+    def _position(exporter: TrackerSpanExporter, source: str) -> int:
+        return exporter.spool.positions().get(source, SourcePosition(source, 0)).offset
+
+    def _follow(self, journal: _Journal, *, live: bool) -> None:
+        """Convert one journal; ``live``: it is the current attempt's, followed until its end marker, the end of
+        training, or the death of the training process."""
+        reader = JournalReader(journal.path, journal.released.start)
         try:
             while True:
                 end_requested = self._end_requested.is_set()  # before reading: the journal is complete then
-                frames = reader.frames()
-                self._convert(frames)
+                frames = reader.frames(complete=not live)
+                self._convert(journal, frames)
                 self._remove_delivered_payloads()
-                if self.end_status is not None:
+                self._release_converted(journal)
+                if live and self.end_status is not None:
                     return
                 if frames:
                     continue
-                # Training was killed (deliver what it journaled), stopped, or this is a replay.
-                if end_requested or not until_end or os.getppid() != self._parent:
+                if not live:
+                    return
+                # Training was killed (deliver what it journaled), or stopped.
+                if end_requested or os.getppid() != self._parent:
                     while self.end_status is None:
                         offset = reader.offset
-                        self._convert(reader.frames(complete=True))
+                        self._convert(journal, reader.frames(complete=True))
                         if reader.offset == offset:
                             break
                     if self.end_status is None and end_requested:
@@ -151,23 +182,63 @@ class Agent:
             self.damaged_journal_stretches += reader.damaged_stretches
             reader.close()
 
-    def _convert(self, frames: list[Frame]) -> None:
+    def _convert(self, journal: _Journal, frames: list[Frame]) -> None:
         for frame in frames:
             if frame.type == FrameType.WRITER:
-                self._converter.register_writer(frame.json())
+                body = frame.json()
+                self._converter.register_writer(body)
+                journal.writers[body["id"]] = (frame.end, body)
             elif frame.type == FrameType.END:
                 self.end_status = frame.payload.decode() or RunStatus.FINISHED
             elif frame.type == FrameType.DROPPED:
                 body = frame.json()
                 self._converter.dropped[body["reason"]] += body["count"]
-            elif frame.end <= self._resume_offset:
-                continue  # spooled before a crash of the agent
+                journal.dropped.append((frame.end, body["reason"], body["count"]))
             else:
-                self._emitter.emit(self._records(frame), SourcePosition(JOURNAL, frame.end))
-                if frame.end in self._span_ends:
+                journal.last_event_end = frame.end
+                if frame.end <= journal.resume_offset:
+                    continue  # spooled before a crash of the agent
+                self._emitter.emit(self._records(frame), SourcePosition(journal.source, frame.end))
+                if frame.end in journal.span_ends:
                     self._emitter.end_span()
         if frames:
             self._emitter.end_span()
+
+    def _release_converted(self, journal: _Journal) -> None:
+        """Free the start of the journal that every spool holds: a run's disk is bounded by what waits, not by
+        how long it runs. At most every ``RELEASE_EVERY_S``, and once ``RELEASE_EVERY_BYTES`` more are spooled (a
+        quarter of ``max_spool_size`` if that is less: the journal counts against it)."""
+        if not journal.releasable or time.monotonic() < journal.next_release:
+            return
+        journal.next_release = time.monotonic() + RELEASE_EVERY_S
+        start = min(self._position(exporter, journal.source) for exporter in self.exporters.values())
+        limit = self.spec.options.max_spool_size
+        if start - journal.released.start < min(RELEASE_EVERY_BYTES, limit // 4 if limit else RELEASE_EVERY_BYTES):
+            return
+        writers = {writer_id: body for writer_id, (end, body) in journal.writers.items() if end <= start}
+        dropped = Counter(journal.released.dropped)
+        for end, reason, count in journal.dropped:
+            if end <= start:
+                dropped[reason] += count
+        try:
+            journal.releasable = journal.released.release(start, writers, dropped)
+        except OSError as error:
+            journal.releasable = False
+            _logger.warning("tracelet-otel: could not free the converted part of %s (%s); it takes disk until the "
+                            "run ends", journal.path, error)
+            return
+        journal.dropped = [frame for frame in journal.dropped if frame[0] > start]
+        if not journal.releasable:
+            _logger.warning("tracelet-otel: the file system of %s cannot free part of a file; the capture journal "
+                            "keeps every value until the run ends, and counts against max_spool_size",
+                            os.path.dirname(journal.path))
+
+    def _forget_if_spooled(self, journal: _Journal) -> None:
+        """An earlier attempt's journal goes once every spool holds all its records."""
+        if all(self._position(exporter, journal.source) >= journal.last_event_end
+               for exporter in self.exporters.values()):
+            os.remove(journal.path)
+            journal.released.remove()
 
     def _records(self, frame: Frame) -> list[Record]:
         """One frame's records; a frame that cannot be read is counted, never fatal (replay would stop there)."""
@@ -215,8 +286,9 @@ class Agent:
         reports = {name: exporter.report() for name, exporter in self.exporters.items()}
         self._span_processor.shutdown()
         self._meter_provider.shutdown()
-        if self.status == RunStatus.DISCARD or all(report.undelivered == 0 and report.finished
-                                                   for report in reports.values()):
+        # A continued run is never discarded: what an earlier attempt left waits for the next one, or replay.
+        discarded = self.status == RunStatus.DISCARD and self.spec.attempt == 1
+        if discarded or all(report.undelivered == 0 and report.finished for report in reports.values()):
             shutil.rmtree(self.run_dir, ignore_errors=True)  # delivered: nothing left to replay, payloads included
         else:
             self._remove_delivered_payloads(recheck=True)  # replay needs only what still waits
@@ -245,6 +317,26 @@ class Agent:
     def _observe_delivery(self, options: Any) -> Iterator[Observation]:
         for name, exporter in self.exporters.items():
             yield from delivery_observations(name, exporter.spool)
+
+
+@dataclass
+class _Journal:
+    """One journal being converted, and what is known of it."""
+
+    path: str
+    source: str  # the name the spools record its position under
+    resume_offset: int = 0  # its events up to here are in every spool
+    span_ends: set[int] = field(default_factory=set)
+    writers: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # id -> (frame end, writer)
+    dropped: list[tuple[int, str, int]] = field(default_factory=list)  # (frame end, reason, count), not released
+    last_event_end: int = 0
+    released: ReleasedStart = field(init=False)
+    releasable: bool = True
+    next_release: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.released = ReleasedStart(self.path)
+        self.writers = {writer_id: (0, body) for writer_id, body in self.released.writers.items()}
 
 
 class _ProgressLines:

@@ -10,8 +10,9 @@
 | ``max_image_size`` | ``None`` | e.g. ``"1MB"``: larger images are downscaled to fit, or skipped with a warning |
 | ``stop_timeout`` | ``60`` | seconds ``stop_logging`` waits for delivery |
 | ``spool_dir`` | ``./.tracelet`` | where capture journals, spools and the default payload stores live |
-| ``max_spool_size`` | ``"10GB"`` | per journal, backend spool and run's payloads; past it values are dropped, counted |
+| ``max_spool_size`` | ``"10GB"`` | bytes waiting per journal, spool and run's payloads; past it values drop, counted |
 | ``artifact_store`` | in the run's directory | a directory or fsspec URL for payloads; nothing in it is removed |
+| ``run_id`` | a new one per run | an id of your own (the scheduler's job id): a restarted job continues its run |
 
 Backends add their own options (``mlflow_tracking_uri`` for MLflow), each with a declared type, and their
 ``TRACELET_*`` variables are parsed by that type like the options above (``false`` is never true). An unknown
@@ -65,6 +66,19 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _run_id(value: Any) -> str:
+    """A run id names the run's folder and the trackers' runs: letters, digits and ``._-``, as W&B, ClearML and
+    file systems all take them."""
+    text = str(value)
+    if not _RUN_ID.fullmatch(text):
+        raise ConfigurationError(f"run_id {text!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a "
+                                 "letter or digit (a scheduler's job id such as $SLURM_JOB_ID fits)")
+    return text
+
+
 # How a backend's declared option type reads a value given as text or as a Python value.
 _TYPE_PARSERS = {bool: _bool, int: int, float: float, str: str}
 
@@ -78,6 +92,7 @@ _PARSERS = {
     "max_image_size": parse_size,
     "max_spool_size": parse_size,
     "stop_timeout": float,
+    "run_id": _run_id,
 }
 
 
@@ -93,6 +108,7 @@ class Options:
     spool_dir: str = ".tracelet"
     max_spool_size: int | None = 10 * 10**9
     artifact_store: str | None = None
+    run_id: str | None = None
     backend_options: Mapping[str, Any] | None = None
 
     @classmethod

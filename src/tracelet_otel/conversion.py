@@ -32,6 +32,7 @@ __all__ = ["EventConverter"]
 _logger = logging.getLogger("tracelet_otel.conversion")
 
 _MESH_COMPONENTS = {1: "VERTEX", 2: "FACE", 3: "COLOR"}
+_START = event_pb2.SessionLog.START
 
 
 class EventConverter:
@@ -103,7 +104,13 @@ class EventConverter:
             yield self._record(RecordKind.GRAPH, name, run.tag, event.step, event.wall_time,
                                blob=self._store.put(run.run_metadata, "application/octet-stream"),
                                filename="run_metadata.pb")
-        # file_version, session_log and log_message carry no user value.
+        elif what == "session_log" and event.session_log.status == _START and self._options.run_id is not None:
+            self._warnings.warning(("restart", name.writer), "tracelet-otel: %s restarts at step %d (purge_step): "
+                                   "TensorBoard hides what earlier attempts logged there at that step and above, "
+                                   "and the trackers keep what they already have of it (MLflow and W&B every "
+                                   "point, ClearML the latest at each step; docs/restarts.md)",
+                                   f"writer {name.writer!r}" if name.writer else "the root writer", event.step)
+        # file_version, log_message and the other session logs carry no user value.
 
     def _summary_value(self, value: Any, event: Any, name: WriterName) -> Iterator[Record]:
         kind = value.WhichOneof("value")

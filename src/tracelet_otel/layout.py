@@ -4,7 +4,9 @@ A spool directory (``spool_dir``, default ``./.tracelet``; the bridge's ``--spoo
 ``runs/<run id>/``, with:
 
 * ``run.json``: what the run is (:class:`tracelet_otel.runspec.RunSpec`); a job's runs only;
-* ``capture.journal``: the events the training process captured; a job's runs only;
+* ``capture.journal``: the events the training process captured; a job's runs only. A restarted job that
+  continues its run (a ``run_id`` it chose) journals its n-th attempt into ``capture.<n>.journal``; each journal
+  that had its converted start freed has ``<journal>.released`` beside it (``capture.journal``);
 * ``agent.lock``: held by the agent delivering the run (beside training, or a replay);
 * ``<backend>.spool.sqlite``: the records waiting for one backend, and its lock ``<backend>.spool.sqlite.lock``,
   held by the process delivering that spool;
@@ -16,6 +18,7 @@ A job's run folder is removed once everything in it is delivered, so whatever is
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from tracelet_otel._child import try_lock
@@ -23,6 +26,7 @@ from tracelet_otel._child import try_lock
 __all__ = ["RunDirectory", "leftover_runs", "spool_lock_path"]
 
 RUNS = "runs"
+_JOURNAL = re.compile(r"capture(?:\.(\d+))?\.journal")
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,18 @@ class RunDirectory:
     def spec(self) -> str:
         return os.path.join(self.path, "run.json")
 
-    @property
-    def journal(self) -> str:
-        return os.path.join(self.path, "capture.journal")
+    def journal(self, attempt: int = 1) -> str:
+        """The journal of the run's ``attempt``-th ``start_logging`` (1 unless a restarted job continues it)."""
+        return os.path.join(self.path, "capture.journal" if attempt == 1 else f"capture.{attempt}.journal")
+
+    def journals(self) -> dict[int, str]:
+        """The run's journals by attempt, oldest first."""
+        found = {}
+        for name in os.listdir(self.path) if os.path.isdir(self.path) else []:
+            match = _JOURNAL.fullmatch(name)
+            if match:
+                found[int(match.group(1) or 1)] = os.path.join(self.path, name)
+        return dict(sorted(found.items()))
 
     @property
     def lock(self) -> str:

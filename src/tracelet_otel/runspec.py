@@ -23,10 +23,12 @@ class RunSpec:
     options: Options
     rank: int | None = None
     source: dict[str, Any] | None = None  # the training process (tracelet_otel.provenance)
+    attempt: int = 1  # which start_logging of this run this is: a restarted job continues its run_id
 
     @property
     def info(self) -> RunInfo:
-        return RunInfo(self.run_id, self.exp_name, self.project, self.rank, self.source)
+        return RunInfo(self.run_id, self.exp_name, self.project, self.rank, self.source,
+                       resumable=self.options.run_id is not None)
 
     def save(self, path: str) -> None:
         body = dataclasses.asdict(self)

@@ -61,7 +61,8 @@ class EventSink(Protocol):
 
 
 class Capture:
-    """Between the patched methods and the journal. ``max_journal_bytes`` bounds the disk it may use."""
+    """Between the patched methods and the journal. ``max_journal_bytes`` bounds the disk the journal may take;
+    the agent frees what it has converted (``journal.ReleasedStart``), so that is what waits for conversion."""
 
     def __init__(self, journal_path: str, max_journal_bytes: int | None = None) -> None:
         self._journal_path = journal_path
@@ -72,7 +73,6 @@ class Capture:
         self._wake = threading.Event()
         self._closed = False
         self._max_journal_bytes = max_journal_bytes
-        self._journal_bytes = 0
         self.dropped: Counter[str] = Counter()  # reason -> values
         self._owner_pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="tracelet-otel-capture", daemon=True)
@@ -136,12 +136,10 @@ class Capture:
             # The failed chunk was taken back out of the journal, writer frames included: writers announce
             # themselves again before their next event.
             self._writer_ids = weakref.WeakKeyDictionary()
-            return
-        self._journal_bytes += len(data)
 
     def _within_limit(self, chunks: list[bytes]) -> list[bytes]:
         """The frames that fit under max_spool_size; writer frames always do, so later events keep their names."""
-        kept, size, dropped = [], self._journal_bytes, 0
+        kept, size, dropped = [], self._journal.allocated_bytes(), 0
         for chunk in chunks:
             if journal.is_event(chunk) and size + len(chunk) > self._max_journal_bytes:  # type: ignore[operator]
                 dropped += 1

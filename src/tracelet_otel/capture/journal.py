@@ -4,18 +4,27 @@ The training process only appends frames; the agent process tails the file and d
 is ``<length:u32><crc32:u32><type:u8><payload>``. A write that fails (a full disk) is taken back out of the file,
 so the journal holds whole frames only; a torn last frame (a crash mid-write) fails its CRC or length and is
 where reading stops; anything damaged with whole frames after it is skipped.
+
+A journal would grow with everything a run ever logs. Its start, once converted into every spool, is given back
+to the file system in place (:class:`ReleasedStart`): a hole punched into the file, so offsets, and the appends
+of the training process and its forked children, stay as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import json
 import os
 import struct
+import sys
 import zlib
+from collections.abc import Mapping
 from typing import Any, BinaryIO, NamedTuple
 
-__all__ = ["Frame", "FrameType", "JournalReader", "JournalWriter"]
+__all__ = ["Frame", "FrameType", "JournalReader", "JournalWriter", "ReleasedStart"]
 
 _HEADER = struct.Struct("<IIB")
 _WRITER_ID = struct.Struct("<I")
@@ -83,6 +92,10 @@ class JournalWriter:
                     os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR) - written)
             raise
 
+    def allocated_bytes(self) -> int:
+        """The disk the journal takes: what is not released yet (:class:`ReleasedStart`)."""
+        return os.fstat(self._fd).st_blocks * 512
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -142,3 +155,89 @@ def _next_whole_frame(data: bytes, start: int) -> int | None:
         if frame_type in _FRAME_TYPES and end <= len(data) and zlib.crc32(data[position + _HEADER.size : end]) == crc:
             return position
     return None
+
+
+class ReleasedStart:
+    """The start of a journal that every spool holds already, given back to the file system.
+
+    What later frames still need from it is kept beside the journal in ``<journal>.released`` (JSON), written
+    before the bytes are freed: where the whole frames begin now (``start``, a frame boundary), the writers the
+    freed frames announced, and the values they counted as dropped. A reader, after a crash too, registers
+    those writers and reads from ``start``.
+
+    Freeing needs a file system that can punch holes (Linux: ext4, xfs, btrfs, tmpfs, NFS 4.2, ...); where it
+    cannot, :meth:`release` says so once with ``False`` and the journal keeps everything until the run ends.
+    """
+
+    def __init__(self, journal_path: str) -> None:
+        self._journal_path = journal_path
+        self.path = journal_path + ".released"
+        self.start = 0
+        self.writers: dict[int, dict[str, Any]] = {}
+        self.dropped: dict[str, int] = {}
+        self._freed = 0  # bytes from 0 known to be a hole already
+        with contextlib.suppress(FileNotFoundError):
+            with open(self.path) as file:
+                body = json.load(file)
+            self.start, self.dropped = body["start"], body["dropped"]
+            self.writers = {int(writer_id): writer for writer_id, writer in body["writers"].items()}
+
+    def release(self, start: int, writers: Mapping[int, dict[str, Any]], dropped: Mapping[str, int]) -> bool:
+        """Free the journal before ``start`` (a frame boundary), whose frames announced ``writers`` and counted
+        ``dropped``; False if the file system cannot free part of a file.
+
+        Raises:
+            OSError: the state could not be written (nothing is freed then).
+        """
+        partial = f"{self.path}.partial"
+        with open(partial, "w") as file:
+            json.dump({"start": start, "writers": writers, "dropped": dict(dropped)}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, self.path)
+        self.start, self.writers, self.dropped = start, dict(writers), dict(dropped)
+        end = start - start % _PAGE
+        if end <= self._freed:
+            return True
+        descriptor = os.open(self._journal_path, os.O_WRONLY)
+        try:
+            _punch_hole(descriptor, self._freed, end - self._freed)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return False
+            raise
+        finally:
+            os.close(descriptor)
+        self._freed = end
+        return True
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+
+
+_PAGE = 4096  # freed in whole blocks: a partial block would only be zeroed, still taking disk
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def _fallocate() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        function.restype = ctypes.c_int
+    return function
+
+
+_FALLOCATE = _fallocate()
+
+
+def _punch_hole(descriptor: int, offset: int, length: int) -> None:
+    if _FALLOCATE is None:
+        raise OSError(errno.EOPNOTSUPP, "this system cannot punch holes into files")
+    if _FALLOCATE(descriptor, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))

@@ -87,8 +87,8 @@ class TrackerSpanExporter(SpanExporter):
             try:
                 if self._max_spool_bytes is not None and self.spool.waiting_bytes() > self._max_spool_bytes:
                     self._drop_full(len(records))
-                else:
-                    self.spool.append(records, _position(span))
+                    records = []  # counted: the position still moves on, so that a replay offers them no more
+                self.spool.append(records, _position(span))
             except Exception as error:  # a full disk, a broken spool: count what is lost, keep the agent going
                 reason = DropReason.not_spooled(error)
                 self._warnings.error(reason, "tracelet-otel: could not spool records for %s (%s); they are "

@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, offset INTEGER NO
 """
 _DELIVERED = "delivered_seq"
 _RECEIVED_THROUGH = "received_through"
+_NUMBERED_AFTER = "numbered_after"
 _KINDS = {kind.value: kind for kind in RecordKind}
+WAL_SIZE_LIMIT_BYTES = 4 * 2**20
 FORMAT = 2  # 1: releases before 0.2.0, whose extra column had names of its own
 _INSERT = "INSERT INTO records (kind, tag, step, wall_time, value, writer, extra) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
@@ -84,6 +86,9 @@ class Spool:
         self._connections: list[sqlite3.Connection] = []
         connection = self._db()
         connection.execute("PRAGMA journal_mode=WAL")
+        # sqlite reuses its write-ahead log after each checkpoint (every ~4 MB); this gives back what a long
+        # read made it grow past that, so a spool's disk stays what waits plus a few MB however long it runs.
+        connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         (layout,) = connection.execute("PRAGMA user_version").fetchone()
         if layout == 0 and connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone():
             layout = 1
@@ -199,6 +204,27 @@ class Spool:
         db.execute("DELETE FROM records WHERE seq <= ?", (seq,))
         db.execute("COMMIT")
 
+    def number_after(self, seq: int) -> None:
+        """Number this spool's records after ``seq``: a restarted job's new spool continues a backend run that
+        stored records through ``seq`` from another spool. Records already here are renumbered."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            shift = seq - self.delivered_seq()
+            if shift > 0:
+                # Negated first: a primary key shifted in place would meet the rows not shifted yet.
+                db.execute("UPDATE records SET seq = -(seq + ?)", (shift,))
+                db.execute("UPDATE records SET seq = -seq")
+                (last,) = db.execute("SELECT MAX(seq) FROM records").fetchone()
+                db.execute("DELETE FROM sqlite_sequence WHERE name = 'records'")
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('records', ?)", (last or seq,))
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_DELIVERED, json.dumps(seq)))
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_NUMBERED_AFTER, json.dumps(seq)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def waiting_bytes(self) -> int:
         """Bytes of the pages that hold data. sqlite keeps a file's freed pages for reuse, so the file size is
         a high-water mark; what ``max_spool_size`` bounds is what waits."""
@@ -209,7 +235,7 @@ class Spool:
     def total(self) -> int:
         """Records ever spooled (delivered ones included)."""
         row = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) - int(self.get_meta(_NUMBERED_AFTER) or 0) if row else 0
 
     def count(self, through_seq: int | None = None) -> int:
         """Records not delivered yet (up to ``through_seq`` when given)."""

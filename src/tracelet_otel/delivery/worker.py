@@ -62,6 +62,7 @@ _logger = logging.getLogger("tracelet_otel.delivery")
 DELIVERY_KEY = "delivery"  # spool meta: {"backend", "run", "options", "info"}
 FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended with
 CREATING_KEY = "creating"  # spool meta: a backend run is being created and not recorded yet
+CONTINUED_KEY = "continued"  # spool meta: the run is a restarted job's, found in the tracker
 ORPHAN_TIMEOUT_S = 600.0
 END_POLL_S = 0.5
 T = TypeVar("T")
@@ -86,18 +87,28 @@ class Delivery:
 
 
 def open_run(spool: Spool) -> BackendRun:
-    """Resume the spool's backend run, or create it and record it in the spool."""
+    """Resume the spool's backend run, or create it and record it in the spool.
+
+    A ``resumable`` run (the user chose its id) continues the tracker's run of that id where the tracker has one
+    (a restarted job whose spool is gone, on another machine): its records are numbered on from what that run
+    stored, so that a backend that skips what it stored (``stored_through``) skips none of them.
+    """
     delivery = Delivery.load(spool)
     backend = load_backend(delivery.backend)
     info = RunInfo(**delivery.info)
     if delivery.run is not None:
         return backend.open_run(info, delivery.options, resume=delivery.run)
     backend_run = None
-    if spool.get_meta(CREATING_KEY):  # a crash came between creating the run and recording it here, maybe
+    # A crash may have come between creating the run and recording it here.
+    if info.resumable or spool.get_meta(CREATING_KEY):
         backend_run = backend.find_run(info, delivery.options)
+        if backend_run is not None and info.resumable:
+            spool.set_meta(CONTINUED_KEY, True)
     if backend_run is None:
         spool.set_meta(CREATING_KEY, True)
         backend_run = backend.open_run(info, delivery.options)
+    if info.resumable:
+        spool.number_after(backend_run.stored_through())
     replace(delivery, run=backend_run.reference).save(spool)
     return backend_run
 
@@ -193,11 +204,14 @@ class _SpoolDelivery(threading.Thread):
         return True
 
     def _discard(self, spool: Spool, backend_run: BackendRun) -> None:
+        """Undo the run ``start_logging`` gave up on; a run that holds an earlier attempt's data is ended
+        ``KILLED`` instead, as that attempt left it."""
+        earlier = spool.total() > 0 or spool.get_meta(CONTINUED_KEY)
         try:
-            backend_run.discard()
+            backend_run.finish(RunStatus.KILLED) if earlier else backend_run.discard()
         except Exception as error:
             _logger.warning("tracelet-otel: could not undo the empty %s run: %s", backend_run.backend, error)
-        self._ended(spool, RunStatus.DISCARD)
+        self._ended(spool, RunStatus.KILLED if earlier else RunStatus.DISCARD)
 
     def _ended(self, spool: Spool, status: str) -> None:
         spool.set_meta(FINISHED_KEY, status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from tracelet_otel.backends import (
     read_json,
     save_blob,
 )
-from tracelet_otel_clearml._source import project_name, script_fields, training_properties
+from tracelet_otel_clearml._source import RUN_ID, project_name, script_fields, training_properties
 from tracelet_otel_clearml._translate import (
     Call,
     ConnectHparams,
@@ -276,6 +277,35 @@ class ClearmlBackend(Backend):
         _describe_training_process(task, source)
         task.set_user_properties(**{SESSIONS: 1}, **training_properties(run.run_id, run.rank, source))
         return ClearmlRun(task, stored_through=0, first_file_number=0)
+
+
+    def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> ClearmlRun | None:
+        """The task whose user property ``tracelet_run_id`` is ``run.run_id``, the latest if several: offline,
+        among the sessions of ClearML's cache directory; online, asked of the server."""
+        import json
+
+        from clearml import Task
+        from clearml.config import get_offline_dir
+
+        if Task.is_offline():
+            sessions = []
+            for task_file in Path(get_offline_dir()).glob("*/task.json"):
+                try:
+                    task = json.loads(task_file.read_text())
+                except (OSError, ValueError):  # a session being written, or not ours
+                    continue
+                properties = (task.get("hyperparams") or {}).get("properties") or {}
+                if (properties.get(RUN_ID) or {}).get("value") == run.run_id:
+                    sessions.append((task_file.stat().st_mtime, task_file.parent))
+            if not sessions:
+                return None
+            folder = max(sessions)[1]
+            return self.open_run(run, options, resume={"task_id": folder.name, "offline": True,
+                                                       "offline_folder": str(folder)})
+        found = Task.query_tasks(project_name=project_name(run.project, run.source or {}), task_filter={
+            "_all_": {"fields": [f"hyperparams.properties.{RUN_ID}.value"], "pattern": f"^{re.escape(run.run_id)}$"},
+            "order_by": ["-last_update"]})
+        return self.open_run(run, options, resume={"task_id": found[0], "offline": False}) if found else None
 
 
 def _reopen(task_class: Any, init: dict[str, Any], task_id: str) -> ClearmlRun:

@@ -13,7 +13,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["project_name", "script_fields", "training_properties"]
+__all__ = ["RUN_ID", "project_name", "script_fields", "training_properties"]
+
+RUN_ID = "tracelet_run_id"  # the user property that names our run
 
 DEFAULT_PROJECT = "Untitled"  # ClearML's own name for a task with neither a project nor a repository
 
@@ -52,7 +54,7 @@ def script_fields(source: Mapping[str, Any], repository_root: str | None) -> dic
 
 def training_properties(run_id: str, rank: int | None, source: Mapping[str, Any]) -> dict[str, str]:
     """User properties naming the training process and our run; only what is known."""
-    properties = {"tracelet_run_id": run_id}
+    properties = {RUN_ID: run_id}
     if rank is not None:
         properties["tracelet_rank"] = str(rank)
     if "args" in source or source.get("program"):

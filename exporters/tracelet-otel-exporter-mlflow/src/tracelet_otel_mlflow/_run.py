@@ -172,6 +172,8 @@ class MlflowBackend(Backend):
         histogram_images = True if histogram_images is None else histogram_images
         if resume:
             mlflow_run = client.get_run(resume["run_id"])
+            if mlflow_run.info.status != "RUNNING":  # continued, as mlflow.start_run(run_id=...) does
+                client.update_run(mlflow_run.info.run_id, status="RUNNING")
             return MlflowRun(client, mlflow_run, mlflow_run.info.experiment_id, histogram_images)
         experiment_id = _experiment_id(client, run.project or "Default")
         tags = {"tracelet.run_id": run.run_id, **_source_tags(run.source or {})}
@@ -181,14 +183,14 @@ class MlflowBackend(Backend):
         return MlflowRun(client, mlflow_run, experiment_id, histogram_images)
 
     def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> MlflowRun | None:
-        """The run tagged with our run id in the run's experiment."""
+        """The run tagged with our run id in the run's experiment, the latest if several."""
 
         client = _client(options.get("mlflow_tracking_uri"))
         experiment = client.get_experiment_by_name(run.project or "Default")
-        if experiment is None or not re.fullmatch(r"[\w-]+", run.run_id):  # nothing to quote in the filter
+        if experiment is None or not re.fullmatch(r"[\w.-]+", run.run_id):  # nothing to quote in the filter
             return None
         found = client.search_runs([experiment.experiment_id], f"tags.`tracelet.run_id` = '{run.run_id}'",
-                                   max_results=1)
+                                   max_results=1, order_by=["attributes.start_time DESC"])
         if not found:
             return None
         return self.open_run(run, options, resume={"run_id": found[0].info.run_id, "tracking_uri": client.tracking_uri})

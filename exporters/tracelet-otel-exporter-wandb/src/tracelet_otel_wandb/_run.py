@@ -167,7 +167,11 @@ class WandbRun(BackendRun):
             self._wait_for_log(lambda watch: watch.ended, "the end of the run", every_record=True)
 
     def discard(self) -> None:
-        """End the empty run failed; offline, also delete its directory, so ``wandb sync`` never uploads it."""
+        """End the empty run failed; offline, also delete its directory, so ``wandb sync`` never uploads it. A
+        run W&B resumed (a restarted job's) holds an earlier attempt's data: it is ended killed instead."""
+        if self._run.resumed:
+            self.finish(RunStatus.KILLED)
+            return
         self.finish(RunStatus.FAILED)
         if self._offline:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -246,6 +250,9 @@ class WandbBackend(Backend):
     machine's, as always with W&B; DataLoader workers are not counted (``x_stats_track_process_tree`` would
     count this worker and wandb-core too). A reopened run (replay) collects none: the training process is gone.
 
+    A ``resumable`` run (a restarted job's ``run_id``) is ``wandb.init(id=run_id, resume="allow")``: it continues
+    the W&B run of that id, online, or adds a directory for it offline (``wandb sync`` uploads them as one run).
+
     Reopening (``resume``): the same run id, directory, project, entity and mode. Online it is
     ``resume="must"`` and ``stored_through`` is the server's ``_tracelet_delivered_seq``. Offline W&B checks
     nothing and starts a new directory for the same id (``wandb sync`` uploads a resumed run's directories in
@@ -271,11 +278,13 @@ class WandbBackend(Backend):
         else:
             tracelet = {"run_id": run.run_id, **({"rank": run.rank} if run.rank is not None else {})}
             arguments.update(project=run.project, config={"tracelet": tracelet})
+            if run.resumable:  # a restarted job continues the W&B run of its id, or starts it
+                arguments.update(id=run.run_id, resume="allow")
         with _training_argv(source):
             wandb_run = wandb.init(**arguments)
         wandb_run.define_metric(STEP_KEY)
         wandb_run.define_metric("*", step_metric=STEP_KEY)
-        return WandbRun(wandb_run, _stored_through(wandb_run) if resume else 0)
+        return WandbRun(wandb_run, _stored_through(wandb_run) if resume or run.resumable else 0)
 
 
 def _source_settings(source: Mapping[str, Any]) -> dict[str, Any]:
