@@ -71,6 +71,11 @@ class BackendRun(abc.ABC):
     def url(self) -> str | None:
         """Where a person looks at the run, if the backend has such a place."""
 
+    @property
+    def location(self) -> str | None:
+        """Where the run is stored, for a run without a ``url``: a local store, an offline run's directory."""
+        return None
+
     @abc.abstractmethod
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
         """Send the records; raise on failure (``RecordRejected`` for a record the tracker refuses).
@@ -126,23 +131,25 @@ class Backend(abc.ABC):
 @dataclass(frozen=True)
 class BackendRunHandle:
     """A backend's run, as ``run.backends[name]`` shows it: the backend's own run id, the reference that reopens
-    the run, and where a person looks at it."""
+    the run, and where a person looks at it (``url``) or, without one, where it is stored (``location``)."""
 
     name: str
     run_id: str
     reference: Mapping[str, Any]
     url: str | None
+    location: str | None = None
 
     @classmethod
     def of(cls, name: str, run: BackendRun) -> BackendRunHandle:
-        return cls(name, str(run.run_id), run.reference, run.url)
+        return cls(name, str(run.run_id), run.reference, run.url, run.location)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "run_id": self.run_id, "reference": dict(self.reference), "url": self.url}
+        return {"name": self.name, "run_id": self.run_id, "reference": dict(self.reference), "url": self.url,
+                "location": self.location}
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> BackendRunHandle:
-        return cls(body["name"], body["run_id"], body["reference"], body["url"])
+        return cls(body["name"], body["run_id"], body["reference"], body["url"], body.get("location"))
 
 
 def available_backends() -> dict[str, Any]:

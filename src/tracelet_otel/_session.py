@@ -29,6 +29,9 @@ from tracelet_otel.runspec import RunSpec
 __all__ = ["Run", "start_logging", "stop_logging"]
 
 _logger = logging.getLogger("tracelet_otel")
+# One line at start and one at stop, on stderr as the trackers print their runs: silence them with
+# logging.getLogger("tracelet_otel.status").setLevel(logging.WARNING).
+_status = logging.getLogger("tracelet_otel.status")
 
 AGENT_START_TIMEOUT_S = 120.0
 AGENT_EXIT_GRACE_S = 30.0
@@ -174,13 +177,13 @@ def start_logging(
         run = Run(run_id=run_id, exp_name=spec.exp_name, project=spec.project, directory=layout.path,
                   backends=dict(ready.runs))
         try:
-            started = _capture(layout.journal(attempt), options)
+            started, patched = _capture(layout.journal(attempt), options)
         except BaseException:
             # The runs are open and nothing was captured: undo them rather than leave empty runs behind.
             _end_agent(agent, RunStatus.DISCARD, AGENT_EXIT_GRACE_S)
             raise
         _active = _ActiveRun(run, options, started, agent)
-        _logger.info("tracelet-otel: run %s started (%s)", run_id, ", ".join(names))
+        _say_started(run, options, patched, rank, attempt)
         _offer_replay(options.spool_dir, layout)
         return run
 
@@ -208,19 +211,63 @@ def _attempt(layout: RunDirectory) -> int:
     return max(journals) + 1
 
 
-def _capture(journal: str, options: Options) -> capture.Capture | None:
-    """The run's capture, installed in place of any other (the zero-code route's stand-in)."""
+def _capture(journal: str, options: Options) -> tuple[capture.Capture | None, list[str]]:
+    """The run's capture, installed in place of any other (the zero-code route's stand-in), and the packages
+    whose writers it patched."""
     capture.uninstall()
     if not options.track_tensorboard:
-        return None
+        return None, []
     started = capture.Capture(journal, options.max_spool_size)
     try:
-        capture.install(started)
+        patched = capture.install(started)
     except BaseException:
         capture.uninstall()
         started.close(RunStatus.DISCARD)
         raise
-    return started
+    return started, patched
+
+
+def _status_logger() -> logging.Logger:
+    """``tracelet_otel.status`` at INFO; where the application configured no logging at all, with a handler of
+    its own on stderr (Python would print nothing below WARNING)."""
+    if _status.level == logging.NOTSET:
+        _status.setLevel(logging.INFO)
+    if not _status.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        _status.addHandler(handler)
+        _status.propagate = False
+    return _status
+
+
+def _say_started(run: Run, options: Options, patched: Sequence[str], rank: int | None, attempt: int) -> None:
+    """What is captured and where it goes, in one line: the most common "nothing arrives" is a writer that was
+    never captured, or a run the user looks for in the wrong place."""
+    if patched:
+        captures = f"captures SummaryWriter of {' and '.join(patched)}"
+    elif not options.track_tensorboard:
+        captures = "captures nothing (track_tensorboard is off)"
+    else:
+        captures = "captures nothing (neither torch.utils.tensorboard nor tensorboardX is installed)"
+    where = "; ".join(f"{name} run {handle.run_id}" + (f" {handle.url or handle.location}"
+                                                        if handle.url or handle.location else "")
+                      for name, handle in run.backends.items())
+    who = "" if rank is None else f", rank {rank}"
+    again = "" if attempt == 1 else f", continued (attempt {attempt})"
+    _status_logger().info("tracelet-otel: run %s (%s%s%s) %s -> %s", run.exp_name, run.run_id, who, again,
+                          captures, where)
+
+
+def _say_stopped(run: Run) -> None:
+    """What each backend got, in one line; the warnings before it say why anything is missing."""
+    def backend(name: str, report: DeliveryReport) -> str:
+        left = f", {report.undelivered} left for replay" if report.undelivered else ""
+        return f"{name} {report.delivered} delivered, {sum(report.dropped.values())} dropped{left}"
+
+    dropped = sum(run.capture.dropped.values())
+    capture_part = f"; {dropped} values dropped before delivery" if dropped else ""
+    _status_logger().info("tracelet-otel: run %s (%s) stopped: %s%s", run.exp_name, run.run_id,
+                          "; ".join(backend(name, report) for name, report in run.delivery.items()), capture_part)
 
 
 def _offer_replay(spool_dir: str, current: RunDirectory) -> None:
@@ -282,8 +329,9 @@ def _stop(active: _ActiveRun) -> Run:
         return run
     run.delivery = {name: DeliveryReport.from_json(body) for name, body in done.summary["backends"].items()}
     dropped = Counter(done.summary["capture"]["dropped"]) + (active.capture.dropped if active.capture else Counter())
-    run.capture = CaptureReport(dropped=dict(dropped))
+    run.capture = CaptureReport(dropped=dict(dropped), uncaptured=tuple(done.summary["capture"]["uncaptured"]))
     _report(run, active.options)
+    _say_stopped(run)
     return run
 
 
@@ -298,6 +346,13 @@ def _report(run: Run, options: Options) -> None:
     if run.capture.dropped:
         _logger.warning("tracelet-otel: values not delivered in run %s, by reason: %s", run.run_id,
                         dict(run.capture.dropped))
+    if run.capture.uncaptured:
+        directories = sorted({os.path.dirname(path) for path in run.capture.uncaptured})
+        _logger.warning("tracelet-otel: %d event file(s) in %s hold values that did not reach run %s: a writer "
+                        "tracelet-otel does not patch (TensorFlow, Keras, JAX) or a process that did not start a "
+                        "run wrote them. Import each directory as a run of its own with: tracelet-otel sync DIR%s",
+                        len(run.capture.uncaptured), ", ".join(directories), run.run_id,
+                        "".join(f" --backend {name}" for name in run.delivery))
 
 
 def start_from_environment() -> Run | None:

@@ -32,6 +32,7 @@ from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.delivery.counters import delivery_observations
 from tracelet_otel.errors import RunBusy, RunNotStarted
+from tracelet_otel.eventfiles import event_files, holds_values
 from tracelet_otel.layout import RunDirectory
 from tracelet_otel.payloads import ArtifactStore, RunPayloadStore
 from tracelet_otel.records import Record, SourcePosition
@@ -51,8 +52,6 @@ PAYLOAD_CLEANUP_EVERY_S = 0.5
 PROGRESS_EVERY_S = 5.0
 RELEASE_EVERY_S = 0.5
 RELEASE_EVERY_BYTES = 2**20
-JOURNAL = "journal"  # the source a run's spools record their position in (SourcePosition.source); ".<n>" after
-# it for the journal of the n-th attempt
 
 
 class Agent:
@@ -74,6 +73,7 @@ class Agent:
             raise RunBusy(f"run {self._layout.run_id} is being delivered by another process")
         self._lock = lock
         self.spec = RunSpec.load(self._layout.spec)
+        self._started = os.stat(self._layout.spec).st_mtime  # start_logging wrote it, then started this agent
         resource = make_resource(self.spec.project, self.spec.exp_name, self.spec.run_id)
         self._meter_provider = make_meter_provider(resource)
         self.exporters: dict[str, TrackerSpanExporter] = {}
@@ -115,6 +115,8 @@ class Agent:
         self._end_requested = threading.Event()
         self._requested_status = RunStatus.FINISHED
         self.damaged_journal_stretches = 0
+        self._captured_files: set[str] = set()  # the event files of the writers the capture announced
+        self._captured_logdirs: set[str] = set()  # their logdirs, checked at the end for files it did not see
 
     def request_end(self, status: str) -> None:
         """Training has stopped (``stop_logging``): end once everything journaled so far is converted."""
@@ -134,9 +136,9 @@ class Agent:
             self._follow(self._open_journal(*journals[-1]), live=until_end)
 
     def _open_journal(self, attempt: int, path: str) -> _Journal:
-        journal = _Journal(path, JOURNAL if attempt == 1 else f"{JOURNAL}.{attempt}")
+        journal = _Journal(path, RunDirectory.journal_source(attempt))
         for writer in journal.released.writers.values():
-            self._converter.register_writer(writer)
+            self._register_writer(writer)
         self._converter.dropped.update(journal.released.dropped)
         # Each spool records how far into the journal its records go, with them. After a crash the journal is
         # converted again from the spool that is furthest behind, and spans end where any spool stopped, so that
@@ -186,7 +188,7 @@ class Agent:
         for frame in frames:
             if frame.type == FrameType.WRITER:
                 body = frame.json()
-                self._converter.register_writer(body)
+                self._register_writer(body)
                 journal.writers[body["id"]] = (frame.end, body)
             elif frame.type == FrameType.END:
                 self.end_status = frame.payload.decode() or RunStatus.FINISHED
@@ -203,6 +205,30 @@ class Agent:
                     self._emitter.end_span()
         if frames:
             self._emitter.end_span()
+
+    def _register_writer(self, body: dict[str, Any]) -> None:
+        self._converter.register_writer(body)
+        if body.get("event_file"):
+            self._captured_files.add(body["event_file"])
+            self._captured_logdirs.add(body["logdir"])
+
+    def _uncaptured_event_files(self) -> list[str]:
+        """Event files below the captured writers' logdirs, written since the run started, whose values did not
+        come through the capture (a writer we do not patch, a spawned process that never started a run)."""
+        import fsspec  # only here: the agent starts without it
+
+        fs = fsspec.filesystem("file")
+        found: list[str] = []
+        for logdir in sorted(self._captured_logdirs):
+            if any(logdir.startswith(other + os.sep) for other in self._captured_logdirs):
+                continue  # walked with the logdir above it
+            try:
+                candidates = [path for path in event_files(fs, logdir) if path not in self._captured_files
+                              and os.stat(path).st_mtime >= self._started]
+                found.extend(path for path in candidates if holds_values(fs, path))
+            except OSError as error:  # a logdir removed meanwhile: nothing to say about it
+                _logger.debug("tracelet-otel: could not look for uncaptured event files in %s: %s", logdir, error)
+        return found
 
     def _release_converted(self, journal: _Journal) -> None:
         """Free the start of the journal that every spool holds: a run's disk is bounded by what waits, not by
@@ -284,6 +310,7 @@ class Agent:
         if self.damaged_journal_stretches:  # the values in them are lost; how many cannot be known
             dropped[DropReason.DAMAGED_JOURNAL] = self.damaged_journal_stretches
         reports = {name: exporter.report() for name, exporter in self.exporters.items()}
+        uncaptured = self._uncaptured_event_files()
         self._span_processor.shutdown()
         self._meter_provider.shutdown()
         # A continued run is never discarded: what an earlier attempt left waits for the next one, or replay.
@@ -294,7 +321,7 @@ class Agent:
             self._remove_delivered_payloads(recheck=True)  # replay needs only what still waits
         self._lock.close()
         return {"backends": {name: report.to_json() for name, report in reports.items()},
-                "capture": {"dropped": dropped}}
+                "capture": {"dropped": dropped, "uncaptured": uncaptured}}
 
     def _remove_delivered_payloads(self, recheck: bool = False) -> None:
         """Remove from the default store the payloads every backend has; a payload stays while any spool holds

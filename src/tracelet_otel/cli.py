@@ -11,6 +11,10 @@ journaled but never converted because the agent died, and records spooled but no
 backend was down past ``stop_timeout``. Each run is delivered into the very backend run it started, exactly
 once, with a progress bar, and ended ``FINISHED`` if training had called ``stop_logging``, else ``KILLED``.
 Runs another process is still delivering are left alone.
+
+``tracelet-otel status [SPOOL_DIR]`` shows the runs there, in progress and left over: captured, spooled,
+delivered, waiting and dropped per backend, the delivery lag, the last error, and what ``replay`` would send
+(:mod:`tracelet_otel.status`).
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("spool_dir", nargs="?", default=".tracelet", help="default: ./.tracelet")
     replay_parser.add_argument("--timeout", type=float, default=3600.0,
                                help="seconds to keep trying per run (default: 3600)")
+    status_parser = commands.add_parser("status", help="show the runs in a spool directory, in progress and left "
+                                        "over, and what replay would send")
+    status_parser.add_argument("spool_dir", nargs="?", default=".tracelet", help="default: ./.tracelet")
     _add_serve(commands)
     _add_sync(commands)
     return parser
@@ -102,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "sync":
         return _sync(args)
+    if args.command == "status":
+        from tracelet_otel.status import format_states, run_states
+
+        for line in format_states(args.spool_dir, run_states(args.spool_dir)):
+            print(line)
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     return replay(args.spool_dir, args.timeout)
 

@@ -19,9 +19,11 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
-__all__ = ["EventFileReader", "event_files", "fingerprint", "is_event_file"]
+__all__ = ["EventFileReader", "event_files", "fingerprint", "holds_values", "is_event_file"]
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -49,6 +51,19 @@ def fingerprint(fs: Any, path: str) -> str | None:
         (length,) = _LENGTH.unpack_from(header)
         data = file.read(min(length, MAX_RECORD_BYTES))
     return hashlib.sha256(header + data).hexdigest() if len(data) == length else None
+
+
+def holds_values(fs: Any, path: str) -> bool:
+    """Whether the file holds anything a writer logs: a value, a graph, run metadata (its file_version record
+    and restart markers are not)."""
+    for _, data in EventFileReader(fs, path).records(complete=False):
+        try:
+            what = event_pb2.Event.FromString(data).WhichOneof("what")
+        except DecodeError:  # a record that passed its checksum but is no Event: not a value
+            continue
+        if what not in (None, "file_version", "session_log"):
+            return True
+    return False
 
 
 class EventFileReader:

@@ -49,6 +49,12 @@ class RunDirectory:
         """The journal of the run's ``attempt``-th ``start_logging`` (1 unless a restarted job continues it)."""
         return os.path.join(self.path, "capture.journal" if attempt == 1 else f"capture.{attempt}.journal")
 
+    @staticmethod
+    def journal_source(attempt: int) -> str:
+        """The name a run's spools record their position in the attempt's journal under
+        (``SourcePosition.source``)."""
+        return "journal" if attempt == 1 else f"journal.{attempt}"
+
     def journals(self) -> dict[int, str]:
         """The run's journals by attempt, oldest first."""
         found = {}

@@ -138,9 +138,17 @@ class DeliveryReport(_ReadableAsDict):
 @dataclass(frozen=True)
 class CaptureReport(_ReadableAsDict):
     """What capture and conversion left out, by :class:`DropReason` text (the backends' own drops are in
-    each :class:`DeliveryReport`)."""
+    each :class:`DeliveryReport`).
+
+    Attributes:
+        dropped: values left out, by :class:`DropReason` text.
+        uncaptured: event files under the captured writers' logdirs, written during the run, that hold values
+            which never came through the capture: a writer tracelet-otel does not patch (TensorFlow, Keras,
+            JAX), or a process that did not start a run. ``tracelet-otel sync`` imports them.
+    """
 
     dropped: Mapping[str, int] = field(default_factory=dict)
+    uncaptured: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dropped", _frozen(self.dropped))

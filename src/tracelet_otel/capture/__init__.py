@@ -34,14 +34,20 @@ def _installed_writer_modules() -> list[Any]:
     return modules
 
 
-def install(sink: EventSink) -> None:
-    """Send every event of every ``SummaryWriter`` to ``sink`` from now on, in place of any sink before."""
+def install(sink: EventSink) -> list[str]:
+    """Send every event of every ``SummaryWriter`` to ``sink`` from now on, in place of any sink before.
+
+    Returns the packages whose writers are patched (``torch.utils.tensorboard``, ``tensorboardX``).
+    """
     uninstall()
+    patched = []
     for module in _installed_writer_modules():
         _wrappers.patch(module.FileWriter, "add_event", _wrappers.add_event(sink))
         _wrappers.patch(module.SummaryWriter, "add_scalars", _wrappers.add_scalars)
         _wrappers.patch(module.SummaryWriter, "add_hparams", _wrappers.add_hparams)
         _wrappers.patch(module.SummaryWriter, "add_embedding", _wrappers.add_embedding(sink))
+        patched.append(module.__name__.removesuffix(".writer"))
+    return patched
 
 
 def uninstall() -> None:

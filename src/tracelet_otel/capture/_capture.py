@@ -156,7 +156,8 @@ class Capture:
         self._writer_ids[file_writer] = writer_id
         logdir = os.path.abspath(str(file_writer.get_logdir()))
         chunks.append(journal.encode_json(journal.FrameType.WRITER, {
-            "id": writer_id, "logdir": logdir, "call": list(call) if call else None}))
+            "id": writer_id, "logdir": logdir, "call": list(call) if call else None,
+            "event_file": _event_file(file_writer)}))
         return writer_id
 
     def close(self, status: str = RunStatus.FINISHED, timeout: float = CLOSE_TIMEOUT_S) -> bool:
@@ -235,6 +236,15 @@ def _reaches_event_file(file_writer: Any) -> bool:
         return True  # tensorboardX: the process that holds the writer thread writes it
     worker = getattr(getattr(event_writer, "_async_writer", None), "_worker", None)
     return worker is None or worker.is_alive()  # torch: only a thread of this process writes
+
+
+def _event_file(file_writer: Any) -> str | None:
+    """The event file a writer writes: torch's and tensorboardX's writers keep its name privately, in different
+    places. None where neither is found: its logdir is then not checked for values that bypassed the capture."""
+    event_writer = getattr(file_writer, "event_writer", None)
+    name = getattr(event_writer, "_file_name", None) or getattr(getattr(event_writer, "_ev_writer", None),
+                                                                "_file_name", None)
+    return os.path.abspath(name) if isinstance(name, str) else None
 
 
 def _describe(event: Any) -> str:

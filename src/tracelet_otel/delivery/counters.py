@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ class DeliveryCounters:
     delivered: int = 0
     retried: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> records
+    last_error: str | None = None  # the backend's last failure, as `tracelet-otel status` shows it
+    last_error_at: float | None = None  # its wall time
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **amounts: int) -> None:
@@ -34,15 +37,21 @@ class DeliveryCounters:
         with self._lock:
             self.dropped[reason] += amount
 
+    def failed(self, error: str) -> None:
+        with self._lock:
+            self.last_error, self.last_error_at = error, time.time()
+
     def as_dict(self) -> dict[str, object]:
         with self._lock:
-            return {"delivered": self.delivered, "retried": self.retried, "dropped": dict(self.dropped)}
+            return {"delivered": self.delivered, "retried": self.retried, "dropped": dict(self.dropped),
+                    "last_error": self.last_error, "last_error_at": self.last_error_at}
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any] | None) -> DeliveryCounters:
         body = body or {}
         return cls(delivered=int(body.get("delivered", 0)), retried=int(body.get("retried", 0)),
-                   dropped=Counter(body.get("dropped", {})))
+                   dropped=Counter(body.get("dropped", {})), last_error=body.get("last_error"),
+                   last_error_at=body.get("last_error_at"))
 
 
 COUNTERS_KEY = "counters"  # spool meta, written by the sender in the delivery worker

@@ -108,6 +108,7 @@ class Sender:
         except Exception as error:
             if not self._is_permanent(error):
                 self.counters.add(retried=len(batch))
+                self.counters.failed(_short(error))
                 self._warnings.warning(_OUTAGE, "tracelet-otel: %s unavailable (%s); retrying with backoff, "
                                        "records wait in %s", self._run.backend, _short(error), self._spool.path)
                 return False
@@ -132,6 +133,7 @@ class Sender:
             except Exception as error:
                 if not self._is_permanent(error):
                     self.counters.add(retried=1)
+                    self.counters.failed(_short(error))
                     return False
                 reason = (DropReason.PAYLOAD_MISSING if isinstance(error, PayloadMissing)
                           else DropReason.rejected_by(self._run.backend, _short(error)))

@@ -108,6 +108,11 @@ class ClearmlRun(BackendRun):
     def url(self) -> str | None:
         return None if self._task.is_offline() else str(self._task.get_output_log_web_page())
 
+    @property
+    def location(self) -> str | None:
+        """An offline session's folder, which ``clearml-task --import-offline-session`` imports (zipped)."""
+        return str(self._task.get_offline_mode_folder()) if self._task.is_offline() else None
+
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
         translation = translate(records)
         for tag in sorted(translation.non_finite):

@@ -70,6 +70,11 @@ class MlflowRun(BackendRun):
             return f"{uri.rstrip('/')}/#/experiments/{self._experiment_id}/runs/{self.run_id}"
         return None
 
+    @property
+    def location(self) -> str | None:
+        """A local store's tracking URI: ``mlflow ui --backend-store-uri`` shows it."""
+        return None if self.url else str(self._client.tracking_uri)
+
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
 

@@ -104,6 +104,11 @@ class WandbRun(BackendRun):
     def url(self) -> str | None:
         return None if self._offline else self._run.url
 
+    @property
+    def location(self) -> str | None:
+        """An offline run's directory, which ``wandb sync`` uploads."""
+        return self.directory if self._offline else None
+
     def deliver(self, records: Sequence[Record], through_seq: int) -> None:
         # After a failed flush the sender sends again from the first undelivered record, so what this process
         # already handed to W&B is the head of the batch (or, record by record, each record up to
