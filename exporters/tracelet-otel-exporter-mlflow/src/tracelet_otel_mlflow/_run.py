@@ -46,8 +46,10 @@ class MlflowRun(BackendRun):
     backend = "mlflow"
     max_batch = 1000  # MLflow's limit of metrics per log_batch
 
-    def __init__(self, client: Any, run: Any, experiment_id: str, histogram_images: bool = True) -> None:
+    def __init__(self, client: Any, run: Any, experiment_id: str, histogram_images: bool = True,
+                 system_metrics: Any = None) -> None:
         self._client = client
+        self._system_metrics = system_metrics  # MLflow's SystemMetricsMonitor, when the option asks for one
         self._run_id: str = run.info.run_id
         self._experiment_id = experiment_id
         self._params: dict[str, str] = dict(run.data.params)
@@ -149,11 +151,18 @@ class MlflowRun(BackendRun):
     def is_permanent(self, error: BaseException) -> bool:
         return getattr(error, "error_code", None) in _PERMANENT_ERROR_CODES
 
+    def _stop_system_metrics(self) -> None:
+        if self._system_metrics is not None:
+            self._system_metrics.finish()  # logs what it sampled last, and stops its thread
+            self._system_metrics = None
+
     def finish(self, status: str) -> None:
+        self._stop_system_metrics()
         self._client.set_terminated(self.run_id, status)
 
     def discard(self) -> None:
         """MLflow's delete: the empty run leaves the run list (and can be restored from the UI's deleted runs)."""
+        self._stop_system_metrics()
         self._client.set_terminated(self.run_id, RunStatus.FAILED)
         self._client.delete_run(self.run_id)
 
@@ -162,10 +171,18 @@ class MlflowBackend(Backend):
     """MLflow: experiment = ``project`` (created if missing; MLflow's ``Default`` without one), run name =
     ``exp_name``. The tracking URI is MLflow's own choice (``MLFLOW_TRACKING_URI``, else its default local
     store) unless the ``mlflow_tracking_uri`` option names one. ``mlflow_histogram_images`` (default True) adds
-    a picture of every histogram to MLflow's image view."""
+    a picture of every histogram to MLflow's image view.
+
+    ``mlflow_system_metrics`` (unset: MLflow's own ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``, off by default): the
+    metrics ``mlflow.enable_system_metrics_logging()`` records (``system/cpu_utilization_percentage``,
+    ``system/system_memory_usage_megabytes``, disk, network, and GPU where ``pynvml`` is installed), by MLflow's own
+    ``SystemMetricsMonitor``, every 10 s (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``). They are the machine's, as
+    MLflow's are: MLflow measures no process of its own. Not on replay: the training is over.
+    """
 
     name = "mlflow"
-    options: ClassVar[Mapping[str, type]] = {"mlflow_tracking_uri": str, "mlflow_histogram_images": bool}
+    options: ClassVar[Mapping[str, type]] = {"mlflow_tracking_uri": str, "mlflow_histogram_images": bool,
+                                             "mlflow_system_metrics": bool}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> MlflowRun:
         for variable, value in HTTP_DEFAULTS.items():
@@ -185,7 +202,9 @@ class MlflowBackend(Backend):
         if run.rank is not None:
             tags["tracelet.rank"] = str(run.rank)
         mlflow_run = client.create_run(experiment_id, run_name=run.exp_name, tags=tags)
-        return MlflowRun(client, mlflow_run, experiment_id, histogram_images)
+        return MlflowRun(client, mlflow_run, experiment_id, histogram_images,
+                         _system_metrics(options.get("mlflow_system_metrics"), mlflow_run.info.run_id,
+                                         client.tracking_uri))
 
     def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> MlflowRun | None:
         """The run tagged with our run id in the run's experiment, the latest if several."""
@@ -199,6 +218,19 @@ class MlflowBackend(Backend):
         if not found:
             return None
         return self.open_run(run, options, resume={"run_id": found[0].info.run_id, "tracking_uri": client.tracking_uri})
+
+
+def _system_metrics(wanted: bool | None, run_id: str, tracking_uri: str) -> Any:
+    """MLflow's own system-metrics monitor for the run, started, when asked for (or MLflow's own switch is on)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+
+    if not (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get() if wanted is None else wanted):
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
 
 
 def _thumbnail(png: bytes) -> bytes:
