@@ -35,6 +35,12 @@ _MESH_COMPONENTS = {1: "VERTEX", 2: "FACE", 3: "COLOR"}
 _START = event_pb2.SessionLog.START
 
 
+def _number(value: float) -> int | float:
+    """TensorBoard stores every number hparam as a double, so ``batch_size=32`` comes back as 32.0: a whole
+    number is given as an int, in every tracker alike (MLflow "32", W&B and ClearML 32)."""
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
 class EventConverter:
     def __init__(self, options: Options, store: ArtifactStore, rank: int | None = None) -> None:
         self._options = options
@@ -189,7 +195,7 @@ class EventConverter:
         params: dict[str, ParamValue] = {}
         for key, param in data.session_start_info.hparams.items():
             which = param.WhichOneof("kind")
-            params[key] = {"number_value": param.number_value, "string_value": param.string_value,
+            params[key] = {"number_value": _number(param.number_value), "string_value": param.string_value,
                            "bool_value": param.bool_value}.get(which, json_format.MessageToJson(param))
         yield self._record(RecordKind.HPARAMS, name, "hparams", step, wall_time, params=params,
                            blob=self._json(params), filename=f"{name.hparams_run or 'hparams'}.json")

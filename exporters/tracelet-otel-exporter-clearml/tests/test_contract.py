@@ -35,4 +35,4 @@ class TestClearmlContract(BackendContract):
                            for (title, series, iteration, value), count in session.scalars.items()})
         payloads = Counter((tag(sample.title, sample.series), sample.iteration) for sample in session.samples)
         return StoredRun(exists=True, scalars=scalars, payloads=payloads,
-                         status=session.parameters.get(f"properties/{STATUS}"))
+                         status=session.bookkeeping.get(STATUS))

@@ -79,10 +79,11 @@ def test_the_task_describes_the_training_process_not_the_delivery_worker(clearml
     assert "tracelet_otel" not in script["entry_point"] and "delivery" not in script["entry_point"]
     assert script["entry_point"].endswith(".py")  # pytest's own program, the process that logged
     properties = session.parameters
-    assert properties["properties/tracelet_run_id"] == run.run_id
+    assert not [name for name in properties if "tracelet" in name]  # our bookkeeping is out of the user's sight
+    assert session.bookkeeping["tracelet_run_id"] == run.run_id
     assert properties["properties/training_pid"] == str(os.getpid())
     assert properties["properties/training_cwd"] == str(tmp_path)
-    assert properties["properties/tracelet_status"] == "FINISHED"
+    assert session.bookkeeping["tracelet_status"] == "FINISHED"
 
 
 def test_the_resource_monitor_measures_the_training_process_not_the_delivery_worker(clearml_cache, tmp_path):

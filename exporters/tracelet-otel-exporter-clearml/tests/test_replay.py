@@ -85,7 +85,7 @@ def test_replay_continues_the_same_task_exactly_once(clearml_cache, tmp_path):
               for event in events(path) for value in event.summary.value if value.HasField("image")}
     # the replayed session's image got a file of its own: the first session's is intact
     assert sorted((sample.iteration, sample.path.read_bytes()) for sample in session.samples) == sorted(images.items())
-    assert session.parameters["properties/tracelet_sessions"] == "2"
-    assert session.parameters["properties/tracelet_status"] == "KILLED"
+    assert (session.bookkeeping["tracelet_sessions"], session.bookkeeping["tracelet_status"]) == ("2", "KILLED")
+    assert session.console_lines_starting("tracelet-otel: the run ended KILLED")  # what an imported session shows
     assert "nothing to replay" in subprocess.run([command, "replay"], cwd=tmp_path, capture_output=True, text=True,
                                                  timeout=120).stderr

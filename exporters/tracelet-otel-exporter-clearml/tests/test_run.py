@@ -96,8 +96,8 @@ def test_flush_writes_everything_and_a_reopened_task_continues_after_what_was_st
     samples = sorted((sample.iteration, sample.path.read_bytes()) for sample in session.samples)
     # the second session's sample got a file of its own instead of overwriting the first one's
     assert samples == [(0, read_blob(Blob(*first_image))), (1, read_blob(Blob(*second_image)))]
-    assert session.parameters["properties/tracelet_sessions"] == "2"
-    assert session.parameters["properties/tracelet_status"] == "KILLED"
+    assert (session.bookkeeping["tracelet_sessions"], session.bookkeeping["tracelet_status"]) == ("2", "KILLED")
+    assert session.console_lines_starting("tracelet-otel: the run ended KILLED")  # what an imported session shows
 
 
 def test_every_other_kind_reaches_clearml_as_its_nearest_type(clearml_cache, tmp_path):

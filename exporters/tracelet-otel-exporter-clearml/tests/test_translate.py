@@ -27,8 +27,11 @@ def blob(media_type: str = "image/png") -> Blob:
     return Blob("file:///store/ab/abc", "abc", media_type, 10)
 
 
+WALL_TIME = 1700000000.5  # TensorBoard's: ClearML's event timestamp, never the time of delivery
+
+
 def scalar(tag: str, value: float = 1.0, step: int = 0) -> Record:
-    return Record(RecordKind.SCALAR, tag, step, 1700000000.5, value=value)
+    return Record(RecordKind.SCALAR, tag, step, WALL_TIME, value=value)
 
 
 @pytest.mark.parametrize(("tag", "expected"), [
@@ -47,8 +50,9 @@ def test_scalars_keep_their_step_as_iteration_including_repeated_and_decreasing_
     records = [scalar("odd/out_of_order", 1.0, 50), scalar("odd/out_of_order", 2.0, 10),
                scalar("odd/out_of_order", 3.0, 10), scalar("loss", 0.25, -1)]
     assert translate(records).calls == [
-        ReportScalar("odd", "out_of_order", 50, 1.0), ReportScalar("odd", "out_of_order", 10, 2.0),
-        ReportScalar("odd", "out_of_order", 10, 3.0), ReportScalar("loss", "loss", -1, 0.25)]
+        ReportScalar("odd", "out_of_order", 50, 1.0, WALL_TIME), ReportScalar("odd", "out_of_order", 10, 2.0,
+                                                                              WALL_TIME),
+        ReportScalar("odd", "out_of_order", 10, 3.0, WALL_TIME), ReportScalar("loss", "loss", -1, 0.25, WALL_TIME)]
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -68,24 +72,25 @@ def test_text_is_a_console_line_naming_tag_and_step():
 def test_images_audio_and_video_become_debug_samples():
     image, audio, video = blob("image/png"), blob("audio/wav"), blob("image/gif")
     found = translate([Record(RecordKind.IMAGE, "Predictions", 0, 1.0, blob=image),
-                       Record(RecordKind.AUDIO, "sound/clip", 3, 1.0, blob=audio),
-                       Record(RecordKind.VIDEO, "rollout", 4, 1.0, blob=video)]).calls
-    assert found == [ReportImage("Predictions", "Predictions", 0, image),
-                     ReportMedia("sound", "clip", 3, audio, ".wav"),
-                     ReportMedia("rollout", "rollout", 4, video, ".gif")]
+                       Record(RecordKind.AUDIO, "sound/clip", 3, 2.0, blob=audio),
+                       Record(RecordKind.VIDEO, "rollout", 4, 3.0, blob=video)]).calls
+    assert found == [ReportImage("Predictions", "Predictions", 0, image, 1.0),
+                     ReportMedia("sound", "clip", 3, audio, 2.0, ".wav"),
+                     ReportMedia("rollout", "rollout", 4, video, 3.0, ".gif")]
 
 
 def test_histograms_and_pr_curves_become_plots():
     histogram, curve = blob("application/json"), blob("application/json")
     calls = translate([Record(RecordKind.HISTOGRAM, "Weights/Layer1", 20, 1.0, blob=histogram),
-                       Record(RecordKind.PR_CURVE, "pr", 2, 1.0, blob=curve)]).calls
-    assert calls == [ReportHistogram("Weights", "Layer1", 20, histogram), ReportPrCurve("pr", "pr", 2, curve)]
+                       Record(RecordKind.PR_CURVE, "pr", 2, 2.0, blob=curve)]).calls
+    assert calls == [ReportHistogram("Weights", "Layer1", 20, histogram, 1.0),
+                     ReportPrCurve("pr", "pr", 2, curve, 2.0)]
 
 
-def test_hparams_are_connected_with_whole_numbers_as_integers_and_kept_per_call_as_artifacts():
+def test_hparams_are_connected_and_kept_per_call_as_artifacts():
     values = blob("application/json")
     record = Record(RecordKind.HPARAMS, "hparams", 0, 1.0, writer="tbx", blob=values, filename="1700000000.5.json",
-                    params={"lr": 0.1, "batch": 64.0, "optimizer": "sgd", "flag": True})
+                    params={"lr": 0.1, "batch": 64, "optimizer": "sgd", "flag": True})
     assert translate([record]).calls == [
         ConnectHparams((("lr", 0.1), ("batch", 64), ("optimizer", "sgd"), ("flag", True))),
         UploadArtifact("hparams/tbx/1700000000.5.json", values, "1700000000.5.json")]
@@ -120,8 +125,8 @@ def test_the_training_process_becomes_the_tasks_script_relative_to_its_repositor
     assert script_fields(source, "/repo") == {"repository": "git@github.com:org/vision.git", "branch": "main",
                                               "version_num": "abc123", "working_dir": "train",
                                               "entry_point": "main.py"}
-    assert training_properties("run-1", None, source) == {
-        "tracelet_run_id": "run-1", "training_command": "/repo/train/main.py --lr 0.1", "training_user": "ada",
+    assert training_properties(None, source) == {
+        "training_command": "/repo/train/main.py --lr 0.1", "training_user": "ada",
         "training_host": "gpu1", "training_pid": "42", "training_cwd": "/repo/train"}
     assert project_name(None, source) == "vision" and project_name("mine", source) == "mine"
 

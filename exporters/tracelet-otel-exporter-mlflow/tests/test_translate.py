@@ -65,8 +65,8 @@ def test_renamed_tags_are_reported_once_for_a_warning():
     assert translation.renamed == {"acc (top-1)": "acc _top-1_"}
 
 
-def test_hparams_become_params_with_integral_numbers_as_integers():
-    record = Record(RecordKind.HPARAMS, "hparams", 0, 1.0, params={"lr": 0.1, "batch": 64.0, "opt": "adam",
+def test_hparams_become_params_as_their_text():
+    record = Record(RecordKind.HPARAMS, "hparams", 0, 1.0, params={"lr": 0.1, "batch": 64, "opt": "adam",
                                                                       "bad name!": True}, blob=BLOB)
     calls = translate([record]).calls
     assert calls[0] == LogBatch(params=(("lr", "0.1"), ("batch", "64"), ("opt", "adam"), ("bad name_", "True")))

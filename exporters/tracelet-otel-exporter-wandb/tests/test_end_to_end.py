@@ -83,7 +83,7 @@ def test_images_histograms_text_and_hparams_reach_the_run_named_after_the_traini
         assert media["Weights/Layer1", step] == "histogram"
         assert media["Notes", step] == "html-file"
     assert {"lr": 0.1, "optimizer": "sgd", "batch": 64, "dropout": 0.5}.items() <= contents.config.items()
-    assert contents.config["tracelet"] == {"run_id": run.run_id}
+    assert "tracelet" not in contents.config and contents.summary["_tracelet_run_id"] == run.run_id
     assert (contents.run["display_name"], contents.run["project"], contents.exit_code) == (
         "fidelity", "tracelet-tests", 0)
     assert contents.environment["args"] == ["--epochs", "3"]  # the training process's, not the delivery worker's

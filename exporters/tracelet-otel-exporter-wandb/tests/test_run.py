@@ -112,7 +112,7 @@ def test_every_payload_kind_reaches_the_run_as_its_wandb_type(tmp_path):
         assert os.path.isfile(os.path.join(contents.files_dir, row[key]["path"]))
     assert {"graphs/graph/step_0/graph.pbtxt", "hparams/1700000000.5.json"} <= set(contents.files)
     assert {"lr": 0.1, "optimizer": "sgd"}.items() <= contents.config.items()
-    assert contents.config["tracelet"] == {"run_id": "ours"}
+    assert "tracelet" not in contents.config and contents.summary["_tracelet_run_id"] == "ours"
     assert (contents.summary[DELIVERED_SEQ_KEY], contents.exit_code) == (len(records), 0)
 
 

@@ -25,7 +25,10 @@ How records map to ClearML (see ``_translate``):
   layouts and other tensors -> artifacts ``<graphs|embeddings|meshes|custom_scalars|tensors>/<tag>/step_<n>...``.
 * the training process, not the delivery worker, is what the task records as its script (repository, branch,
   commit, working directory, entry point) and, as user properties, ``training_command``, ``training_user``,
-  ``training_host``, ``training_pid``, ``training_cwd`` and ``tracelet_run_id``.
+  ``training_host``, ``training_pid``, ``training_cwd`` (and ``training_rank``).
+* every scalar, plot and debug sample carries TensorBoard's wall time as its timestamp.
+* our bookkeeping (run id, sessions, what was stored, the end status) is out of the user's sight: online the
+  task's runtime properties, offline ``tracelet.json`` in the session folder.
 
 :mod:`tracelet_otel_clearml.testing` reads an offline session back for tests.
 """

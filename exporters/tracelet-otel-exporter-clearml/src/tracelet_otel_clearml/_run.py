@@ -9,13 +9,17 @@ subprocess, so that a flush takes milliseconds instead of seconds and closing th
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +38,7 @@ from tracelet_otel.backends import (
     read_json,
     save_blob,
 )
-from tracelet_otel_clearml._source import RUN_ID, project_name, script_fields, training_properties
+from tracelet_otel_clearml._source import project_name, script_fields, training_properties
 from tracelet_otel_clearml._translate import (
     Call,
     ConnectHparams,
@@ -57,13 +61,79 @@ _logger = logging.getLogger("tracelet_otel.clearml")
 _BINDINGS_OFF = {name: False for name in (
     "detect_repository", "tensorboard", "tensorflow", "tfdefines", "pytorch", "matplotlib", "scikit", "joblib",
     "xgboost", "catboost", "lightgbm", "fastai", "megengine", "hydra", "gradio")}
-# Task properties (ClearML's "user properties") that carry our own bookkeeping.
+# Our own bookkeeping of a task (see Bookkeeping).
+RUN_ID = "tracelet_run_id"
 STORED_THROUGH = "tracelet_stored_through"
 SESSIONS = "tracelet_sessions"
 STATUS = "tracelet_status"
+BOOKKEEPING_FILE = "tracelet.json"
 # Debug-sample files of the n-th session of a task are numbered from n * this (see _continue_file_numbering).
 FILES_PER_SESSION = 1_000_000
-MAX_SCRIPT_LENGTH = 500_000  # ClearML's own limit for the code it stores (ScriptInfo.max_diff_size_bytes)
+_BINARY = f"python{sys.version_info.major}.{sys.version_info.minor}"
+CODE_STATE_TIMEOUT_S = 60.0  # how long closing a task waits for ClearML's account of the code
+
+
+class _EventClock:
+    """ClearML stamps an event with ``time.time()`` when it is made and takes no time of the caller's: this
+    stands in for the ``time`` module of ClearML's events module, and answers with the wall time of the record
+    being reported, on the thread that reports it (ClearML's monitor thread keeps the real time)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def time(self) -> float:
+        wall_time = getattr(self._local, "wall_time", None)
+        return time.time() if wall_time is None else wall_time
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @contextlib.contextmanager
+    def at(self, wall_time: float | None) -> Iterator[None]:
+        from clearml.backend_interface.metrics import events
+
+        events.time = self  # type: ignore[attr-defined,assignment]
+        self._local.wall_time = wall_time
+        try:
+            yield
+        finally:
+            self._local.wall_time = None
+
+
+_event_clock = _EventClock()
+
+
+class Bookkeeping:
+    """Our own state of a task (our run id, how many sessions opened it, what it stored, how it ended), kept
+    where ClearML shows nothing to its users: online in the task's runtime properties; offline, where a task
+    keeps none, in ``tracelet.json`` in the session folder, which importing the session leaves out."""
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+
+    def read(self) -> dict[str, str]:
+        if not self._task.is_offline():
+            return {key: str(value) for key, value in self._task._get_runtime_properties().items()}
+        return read_bookkeeping(Path(self._task.get_offline_mode_folder()))
+
+    def write(self, **values: object) -> None:
+        texts = {key: str(value) for key, value in values.items()}
+        if not self._task.is_offline():
+            self._task._set_runtime_properties(texts)
+            return
+        path = Path(self._task.get_offline_mode_folder()) / BOOKKEEPING_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({**self.read(), **texts}))
+        os.replace(partial, path)  # a reader after a crash finds the old state or the new, never half
+
+
+def read_bookkeeping(session_folder: Path) -> dict[str, str]:
+    """An offline session's bookkeeping (empty for a session that is not ours)."""
+    try:
+        return dict(json.loads((session_folder / BOOKKEEPING_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 class ClearmlRun(BackendRun):
@@ -72,15 +142,18 @@ class ClearmlRun(BackendRun):
     ``resend_duplicates``: the ClearML server stores a scalar, plot or debug-sample event under (task, iteration,
     title, series), so one sent twice replaces itself, but console lines (text) are stored each time, debug
     samples sent again get new files, and an offline session appends every event it is given. So the highest
-    ``through_seq`` whose data ClearML wrote is kept as the task property ``tracelet_stored_through``, written
-    after the data, and a reopened task resumes after it.
+    ``through_seq`` whose data ClearML wrote is kept in the task's :class:`Bookkeeping`, written after the data,
+    and a reopened task resumes after it.
     """
 
     backend = "clearml"
     resend_duplicates = True
 
-    def __init__(self, task: Any, stored_through: int, first_file_number: int) -> None:
+    def __init__(self, task: Any, stored_through: int, first_file_number: int,
+                 describing: threading.Thread | None = None) -> None:
         self._task = task
+        self._describing = describing  # ClearML's account of the training code, still being made
+        self._bookkeeping = Bookkeeping(task)
         self._logger = task.get_logger()
         self._stored_through = stored_through
         self._first_file_number = first_file_number
@@ -130,7 +203,7 @@ class ClearmlRun(BackendRun):
 
     def flush(self) -> None:
         """Returns once ClearML wrote everything ``deliver`` handed it (offline: into the session folder),
-        then records ``tracelet_stored_through``; raises if ClearML reported a failure."""
+        then records how far it stored; raises if ClearML reported a failure."""
         # ClearML's flush waits for its reporting thread to finish a round of writes; the round it sees end may
         # have started before our last report. The second round surely began after it.
         for _ in range(2):
@@ -145,7 +218,7 @@ class ClearmlRun(BackendRun):
             self._executed = (0, 0)
             raise RuntimeError(f"ClearML could not store the reports: {failure}")
         if self._unflushed_through is not None:
-            self._task.set_user_properties(**{STORED_THROUGH: self._unflushed_through})
+            self._bookkeeping.write(**{STORED_THROUGH: self._unflushed_through})
             self._stored_through, self._unflushed_through = self._unflushed_through, None
         self._executed = (0, 0)
         shutil.rmtree(self._scratch, ignore_errors=True)
@@ -156,9 +229,13 @@ class ClearmlRun(BackendRun):
 
     def finish(self, status: str) -> None:
         """Close the task. ClearML's close marks it completed; a FAILED or KILLED run is then marked failed or
-        stopped. An offline session keeps no status of its own (importing it marks it completed), so the status
-        is also the task property ``tracelet_status``."""
-        self._task.set_user_properties(**{STATUS: status})
+        stopped. An offline session keeps no status of its own (importing it marks it completed), so a run that
+        did not finish says so in the task's console, and the status is in its bookkeeping."""
+        self._bookkeeping.write(**{STATUS: status})
+        if status != RunStatus.FINISHED and self._task.is_offline():
+            self._logger.report_text(f"tracelet-otel: the run ended {status}"
+                                     + (": the training process died" if status == RunStatus.KILLED else ""),
+                                     print_console=False)
         task_id, offline = self._task.id, self._task.is_offline()
         self._close()
         if offline or status == RunStatus.FINISHED:
@@ -185,6 +262,11 @@ class ClearmlRun(BackendRun):
         Task.get_task(task_id=task_id).delete(raise_on_error=False)
 
     def _close(self) -> None:
+        if self._describing is not None:
+            self._describing.join(CODE_STATE_TIMEOUT_S)
+            if self._describing.is_alive():
+                _logger.warning("tracelet-otel: ClearML's account of the training code (diff, packages) took over "
+                                "%.0fs; the task is closed without it", CODE_STATE_TIMEOUT_S)
         self._task.close()
         logging.getLogger("clearml").removeHandler(self._errors)
         shutil.rmtree(self._scratch, ignore_errors=True)
@@ -213,6 +295,10 @@ class ClearmlRun(BackendRun):
 
     # -- calls ---------------------------------------------------------------------------------------------------
     def _execute(self, call: Call, payload: Any) -> None:
+        with _event_clock.at(getattr(call, "wall_time", None)):
+            self._report(call, payload)
+
+    def _report(self, call: Call, payload: Any) -> None:
         logger = self._logger
         if isinstance(call, ReportScalar):
             logger.report_scalar(call.title, call.series, call.value, call.iteration)
@@ -279,36 +365,29 @@ class ClearmlBackend(Backend):
         if resume:
             return _reopen(Task, init, resume["task_id"])
         task: Any = Task.init(reuse_last_task_id=False, **init)
-        _describe_training_process(task, source)
-        task.set_user_properties(**{SESSIONS: 1}, **training_properties(run.run_id, run.rank, source))
-        return ClearmlRun(task, stored_through=0, first_file_number=0)
-
+        describing = _describe_training_process(task, source)
+        properties = training_properties(run.rank, source)
+        if properties:
+            task.set_user_properties(**properties)
+        Bookkeeping(task).write(**{RUN_ID: run.run_id, SESSIONS: 1})
+        return ClearmlRun(task, stored_through=0, first_file_number=0, describing=describing)
 
     def find_run(self, run: RunInfo, options: Mapping[str, Any]) -> ClearmlRun | None:
-        """The task whose user property ``tracelet_run_id`` is ``run.run_id``, the latest if several: offline,
-        among the sessions of ClearML's cache directory; online, asked of the server."""
-        import json
-
+        """The task whose bookkeeping names ``run.run_id``, the latest if several: offline, among the sessions of
+        ClearML's cache directory; online, asked of the server."""
         from clearml import Task
         from clearml.config import get_offline_dir
 
         if Task.is_offline():
-            sessions = []
-            for task_file in Path(get_offline_dir()).glob("*/task.json"):
-                try:
-                    task = json.loads(task_file.read_text())
-                except (OSError, ValueError):  # a session being written, or not ours
-                    continue
-                properties = (task.get("hyperparams") or {}).get("properties") or {}
-                if (properties.get(RUN_ID) or {}).get("value") == run.run_id:
-                    sessions.append((task_file.stat().st_mtime, task_file.parent))
+            sessions = [(folder.stat().st_mtime, folder) for folder in Path(get_offline_dir()).glob("*/")
+                        if read_bookkeeping(folder).get(RUN_ID) == run.run_id]
             if not sessions:
                 return None
             folder = max(sessions)[1]
             return self.open_run(run, options, resume={"task_id": folder.name, "offline": True,
                                                        "offline_folder": str(folder)})
         found = Task.query_tasks(project_name=project_name(run.project, run.source or {}), task_filter={
-            "_all_": {"fields": [f"hyperparams.properties.{RUN_ID}.value"], "pattern": f"^{re.escape(run.run_id)}$"},
+            "_all_": {"fields": [f"runtime.{RUN_ID}"], "pattern": f"^{re.escape(run.run_id)}$"},
             "order_by": ["-last_update"]})
         return self.open_run(run, options, resume={"task_id": found[0], "offline": False}) if found else None
 
@@ -320,9 +399,11 @@ def _reopen(task_class: Any, init: dict[str, Any], task_id: str) -> ClearmlRun:
     if task.id != task_id:  # ClearML creates a new task, silently, when it cannot reopen the one asked for
         task.close()
         raise RuntimeError(f"ClearML could not reopen task {task_id} (it created {task.id} instead)")
-    sessions = int(task.get_parameter(f"properties/{SESSIONS}") or 1)
-    task.set_user_properties(**{SESSIONS: sessions + 1})
-    stored_through = int(task.get_parameter(f"properties/{STORED_THROUGH}") or 0)
+    bookkeeping = Bookkeeping(task)
+    state = bookkeeping.read()
+    sessions = int(state.get(SESSIONS) or 1)
+    bookkeeping.write(**{SESSIONS: sessions + 1})
+    stored_through = int(state.get(STORED_THROUGH) or 0)
     return ClearmlRun(task, stored_through, first_file_number=sessions * FILES_PER_SESSION)
 
 
@@ -369,23 +450,53 @@ def _training_process_monitor(pid: int | None) -> Any:
     return TrainingProcessMonitor
 
 
-def _describe_training_process(task: Any, source: Mapping[str, Any]) -> None:
-    """Task.init described the worker; describe the training process instead. Best effort: never blocks delivery."""
+def _describe_training_process(task: Any, source: Mapping[str, Any]) -> threading.Thread | None:
+    """Task.init described the worker; describe the training process instead. Best effort: never blocks delivery.
+
+    The script's identity (repository, branch, commit, working directory, entry point) is set at once; ClearML's
+    account of the code, which takes seconds, follows on a thread of its own (returned, to be waited for at close).
+    """
+    program = source.get("program")
     try:
         from clearml.backend_api.services import tasks
 
-        program = source.get("program")
         root = _repository_root(program) if program and source.get("git_commit") else None
-        fields = script_fields(source, root)
-        # A script outside a repository is kept whole, as ClearML keeps it (its "uncommitted changes").
-        diff = _script_code(program) if program and root is None else ""
         # set_script edits an existing script section; with repository detection off there is none yet.
-        task._update_script(tasks.Script(diff=diff, binary=f"python{sys.version_info.major}.{sys.version_info.minor}",
-                                         **fields))
+        task._update_script(tasks.Script(binary=_BINARY, **script_fields(source, root)))
         if not task.is_offline():  # offline sessions keep no runtime properties
             task._set_runtime_properties({"CLI": program or "python"})
     except Exception as error:
         _logger.warning("tracelet-otel: could not record the training script in ClearML: %s", error)
+        return None
+    if not program:
+        return None
+    thread = threading.Thread(target=_record_code_state, args=(task, program), name="tracelet-clearml-code",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def _record_code_state(task: Any, program: str) -> None:
+    """What ClearML's own Task.init records of the code, for the training program: the uncommitted diff (for a
+    script outside a repository, its code) and the packages the code imports with their installed versions
+    (ClearML's ``ScriptInfo``). The worker runs the training process's interpreter: these are its packages."""
+    try:
+        from clearml.backend_interface.task.repo import ScriptInfo
+
+        result, requirements = ScriptInfo.get(filepaths=[program], check_uncommitted=True, create_requirements=True,
+                                              detect_jupyter_notebook=False, log=_logger)
+        diff = (result.script or {}).get("diff") or ""
+        if result.auxiliary_git_diff:  # too large for the task, as ClearML itself stores it
+            task.upload_artifact("auxiliary_git_diff", artifact_object=result.auxiliary_git_diff)
+        script = task.data.script
+        script.diff = diff
+        task._update_script(script)
+        if requirements is not None:
+            pip, conda = requirements.get_requirements(entry_point_filename=program)
+            task._update_requirements({"pip": pip or "", "conda": conda or ""})
+    except Exception as error:
+        _logger.warning("tracelet-otel: could not record the training code's diff and packages in ClearML: %s",
+                        error)
 
 
 def _repository_root(program: str) -> str | None:
@@ -397,13 +508,3 @@ def _repository_root(program: str) -> str | None:
         if parent == directory:
             return None
         directory = parent
-
-
-def _script_code(path: str) -> str:
-    """The script's code, or nothing where ClearML would not store it either (too long, unreadable)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            code = file.read(MAX_SCRIPT_LENGTH + 1)
-    except OSError:
-        return ""
-    return code if len(code) <= MAX_SCRIPT_LENGTH else ""

@@ -13,9 +13,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RUN_ID", "project_name", "script_fields", "training_properties"]
-
-RUN_ID = "tracelet_run_id"  # the user property that names our run
+__all__ = ["project_name", "script_fields", "training_properties"]
 
 DEFAULT_PROJECT = "Untitled"  # ClearML's own name for a task with neither a project nor a repository
 
@@ -52,11 +50,11 @@ def script_fields(source: Mapping[str, Any], repository_root: str | None) -> dic
     }
 
 
-def training_properties(run_id: str, rank: int | None, source: Mapping[str, Any]) -> dict[str, str]:
-    """User properties naming the training process and our run; only what is known."""
-    properties = {RUN_ID: run_id}
+def training_properties(rank: int | None, source: Mapping[str, Any]) -> dict[str, str]:
+    """User properties naming the training process; only what is known."""
+    properties = {}
     if rank is not None:
-        properties["tracelet_rank"] = str(rank)
+        properties["training_rank"] = str(rank)
     if "args" in source or source.get("program"):
         properties["training_command"] = shlex.join([source.get("program") or "python", *source.get("args", [])])
     for key in ("user", "host", "pid", "cwd"):

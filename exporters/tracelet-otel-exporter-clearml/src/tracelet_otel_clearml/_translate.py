@@ -6,9 +6,10 @@ the title (ClearML's *metric*), the part after the series (its *variant*); a tag
 (``Loss/Train/CrossEntropy`` -> ``Loss/Train`` / ``CrossEntropy``), because ``_`` would merge ``a_b/c`` with
 ``a/b/c`` into one series.
 
-Scalars keep their step as ClearML's iteration. ClearML cannot store NaN or +/-inf (its SDK would report them
-as 0.0, silently), so a non-finite scalar is not plotted: it becomes a line in the task's console log that
-names the tag, the value and the step, and the run warns once per tag.
+Scalars keep their step as ClearML's iteration, and every scalar, plot and debug sample TensorBoard's wall time
+(``wall_time``: ClearML's event timestamp, which would otherwise be the time of delivery). ClearML cannot store
+NaN or +/-inf (its SDK would report them as 0.0, silently), so a non-finite scalar is not plotted: it becomes a
+line in the task's console log that names the tag, the value and the step, and the run warns once per tag.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ __all__ = [
     "ReportText",
     "Translation",
     "UploadArtifact",
-    "hparam_value",
     "pr_curve_points",
     "title_series",
     "translate",
@@ -44,6 +44,7 @@ class ReportScalar:
     series: str
     iteration: int
     value: float
+    wall_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class ReportImage:
     series: str
     iteration: int
     blob: Blob
+    wall_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class ReportMedia:
     series: str
     iteration: int
     blob: Blob
+    wall_time: float
     extension: str
 
 
@@ -83,6 +86,7 @@ class ReportHistogram:
     series: str
     iteration: int
     blob: Blob
+    wall_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class ReportPrCurve:
     series: str
     iteration: int
     blob: Blob
+    wall_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +130,6 @@ def title_series(tag: str) -> tuple[str, str]:
     return title or tag, series
 
 
-def hparam_value(value: ParamValue) -> ParamValue:
-    """TensorBoard stores every number hparam as a double: 64 comes back as 64.0 and is connected as 64."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
-
-
 def translate(records: Iterable[Record]) -> Translation:
     translation = Translation()
     for record in records:
@@ -151,22 +149,23 @@ def _call(record: Record, translation: Translation) -> Call | None:
             translation.non_finite.add(record.tag)
             return ReportText(f"tracelet-otel: scalar {record.tag!r} is {record.value} at step {step} "
                               "(ClearML cannot plot NaN or inf; not plotted)")
-        return ReportScalar(title, series, step, record.value)
+        return ReportScalar(title, series, step, record.value, record.wall_time)
     if kind is RecordKind.HPARAMS and record.params:
-        translation.calls.append(ConnectHparams(tuple((k, hparam_value(v)) for k, v in record.params.items())))
+        translation.calls.append(ConnectHparams(tuple(record.params.items())))
     blob = record.blob
     if blob is None:
         return None
+    wall_time = record.wall_time
     if kind is RecordKind.IMAGE:
-        return ReportImage(title, series, step, blob)
+        return ReportImage(title, series, step, blob, wall_time)
     if kind in (RecordKind.AUDIO, RecordKind.VIDEO):
-        return ReportMedia(title, series, step, blob, extension(blob.media_type))
+        return ReportMedia(title, series, step, blob, wall_time, extension(blob.media_type))
     if kind is RecordKind.TEXT:
         return ReportText(f"{record.tag} (step {step}): ", blob)
     if kind is RecordKind.HISTOGRAM:
-        return ReportHistogram(title, series, step, blob)
+        return ReportHistogram(title, series, step, blob, wall_time)
     if kind is RecordKind.PR_CURVE:
-        return ReportPrCurve(title, series, step, blob)
+        return ReportPrCurve(title, series, step, blob, wall_time)
     return _artifact(record, blob)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracelet_otel_clearml._run import read_bookkeeping
+
 __all__ = ["DebugSample", "OfflineSession", "read_session", "session_folders"]
 
 MONITOR_TITLE_PREFIX = ":monitor:"  # ClearML's resource monitor reports under these titles
@@ -36,6 +38,8 @@ class OfflineSession:
     console: list[str] = field(default_factory=list)  # one entry a line
     monitor: list[tuple[str, str, float]] = field(default_factory=list)  # the resource monitor's (title, series, value)
     task: dict[str, Any] = field(default_factory=dict)
+    bookkeeping: dict[str, str] = field(default_factory=dict)  # ours, which ClearML does not show (tracelet.json)
+    stamped: list[tuple[str, str, str, int, int]] = field(default_factory=list)  # (type, title, series, iter, ms)
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -56,12 +60,14 @@ def session_folders(cache_dir: Path) -> list[Path]:
 
 
 def read_session(folder: Path) -> OfflineSession:
-    session = OfflineSession(folder, task=json.loads((folder / "task.json").read_text()))
+    session = OfflineSession(folder, task=json.loads((folder / "task.json").read_text()),
+                             bookkeeping=read_bookkeeping(folder))
     for event in _events(folder / "metrics.jsonl"):
         if event["type"] == "log":  # a task that reports from a thread of its own writes its console here too
             session.console.extend(event["msg"].splitlines())
             continue
         title, series, iteration = event["metric"], event["variant"], event["iter"]
+        session.stamped.append((event["type"], title, series, iteration, event["timestamp"]))
         if title.startswith(MONITOR_TITLE_PREFIX):
             if event["type"] == "training_stats_scalar":
                 session.monitor.append((title, series, event["value"]))

@@ -108,13 +108,6 @@ def _shortened(mapped: str, original: str, limit: int) -> str:
     return mapped[: limit - 9] + "-" + digest
 
 
-def param_text(value: object) -> str:
-    """TensorBoard stores every number hparam as a double: 64 comes back as 64.0 and is logged as "64"."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return str(value)
-
-
 def _is_normalised(name: str) -> bool:
     return name != "" and all(segment not in ("", ".", "..") for segment in name.split("/"))
 
@@ -148,7 +141,7 @@ def translate(records: Iterable[Record], *, histogram_images: bool = True) -> Tr
             continue
         if record.kind is RecordKind.HPARAMS:
             for key, value in (record.params or {}).items():
-                params[name(key)] = param_text(value)
+                params[name(key)] = str(value)
         if record.blob is None:
             continue
         translation.calls.append(_artifact(record, name))

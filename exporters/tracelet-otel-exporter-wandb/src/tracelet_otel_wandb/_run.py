@@ -51,6 +51,8 @@ __all__ = ["DELIVERED_SEQ_KEY", "WandbBackend", "WandbRun"]
 _logger = logging.getLogger("tracelet_otel.wandb")
 
 DELIVERED_SEQ_KEY = "_tracelet_delivered_seq"  # a summary key; W&B hides keys that start with "_"
+RUN_ID_KEY = "_tracelet_run_id"  # summary keys too: our bookkeeping stays out of the user's config
+RANK_KEY = "_tracelet_rank"
 # W&B 0.31 writes its transaction log every 15 s by default; flush() waits for the log, so it must be written often.
 TRANSACTION_LOG_FLUSH_INTERVAL_S = 0.01
 LOG_TIMEOUT_S = 60.0
@@ -247,7 +249,8 @@ class WandbBackend(Backend):
     The run shows the training job, not the delivery worker: ``program``/``program_abspath``/
     ``program_relpath``, ``args``, ``host``, ``username``, ``git_commit`` and ``git_remote_url`` come from
     ``RunInfo.source`` unless a ``WANDB_*`` variable sets them. Console output is not captured (the worker's
-    would be the wrong one). The config holds ``tracelet.run_id`` (and ``tracelet.rank``).
+    would be the wrong one). Our run id and rank are the hidden summary keys ``_tracelet_run_id`` and
+    ``_tracelet_rank``: the config holds the user's hparams only.
 
     System metrics (option ``wandb_system_metrics``; unset: W&B's default, on): W&B samples the process whose
     pid is ``x_stats_pid``, set to the training process. What W&B cannot do: only its ``proc.*`` metrics (memory,
@@ -281,14 +284,15 @@ class WandbBackend(Backend):
             arguments.update(id=resume["run_id"], project=resume["project"], entity=resume["entity"], dir=resume["dir"],
                              mode=resume["mode"], resume="allow" if resume["mode"] == "offline" else "must")
         else:
-            tracelet = {"run_id": run.run_id, **({"rank": run.rank} if run.rank is not None else {})}
-            arguments.update(project=run.project, config={"tracelet": tracelet})
+            arguments.update(project=run.project)
             if run.resumable:  # a restarted job continues the W&B run of its id, or starts it
                 arguments.update(id=run.run_id, resume="allow")
         with _training_argv(source):
             wandb_run = wandb.init(**arguments)
         wandb_run.define_metric(STEP_KEY)
         wandb_run.define_metric("*", step_metric=STEP_KEY)
+        if not resume:
+            wandb_run.summary.update({RUN_ID_KEY: run.run_id, **({RANK_KEY: run.rank} if run.rank is not None else {})})
         return WandbRun(wandb_run, _stored_through(wandb_run) if resume or run.resumable else 0)
 
 
