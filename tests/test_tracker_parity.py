@@ -71,6 +71,11 @@ def test_each_tracker_holds_what_its_own_integration_would_and_no_bookkeeping_in
     contents = read_run(wandb_directory)
     assert contents.config["batch_size"] == 32 and type(contents.config["batch_size"]) is int
     assert "tracelet" not in contents.config and contents.summary["_tracelet_run_id"]
+    # The event files, as W&B's own sync_tensorboard keeps them, for its TensorBoard tab.
+    saved = os.path.join(contents.files_dir, os.path.basename(event_file))
+    with open(saved, "rb") as copy, open(event_file, "rb") as original:
+        assert copy.read() == original.read()
+    assert os.path.basename(event_file) in contents.files
 
     mlflow_run = mlflow_store.run(mlflow_run_id)
     assert mlflow_run.data.params["batch_size"] == "32"

@@ -88,6 +88,11 @@ class BackendRun(abc.ABC):
     def flush(self) -> None:  # noqa: B027 - optional: a backend whose deliver is synchronous has nothing to do
         """Return once everything ``deliver`` handed over is durable in the backend; raise if it cannot be."""
 
+    def keep_event_files(self, paths: Sequence[str], root: str) -> None:  # noqa: B027 - optional, not abstract
+        """Called before ``finish`` of a job's run with its TensorBoard event files (``root``: the logdir that
+        keeps tags verbatim), for a tracker that keeps the files themselves (W&B shows them in its TensorBoard
+        tab). A path may be gone (the user removed it). Nothing by default."""
+
     def stored_through(self) -> int:
         """The highest ``through_seq`` the backend has stored, read back from the backend when the run was
         reopened (backends with ``resend_duplicates``; 0 for the others)."""

@@ -31,6 +31,7 @@ from tracelet_otel.capture.journal import Frame, FrameType, JournalReader, Relea
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.delivery.counters import delivery_observations
+from tracelet_otel.delivery.worker import EVENT_FILES_KEY
 from tracelet_otel.errors import RunBusy, RunNotStarted
 from tracelet_otel.eventfiles import event_files, holds_values
 from tracelet_otel.layout import RunDirectory
@@ -208,9 +209,14 @@ class Agent:
 
     def _register_writer(self, body: dict[str, Any]) -> None:
         self._converter.register_writer(body)
-        if body.get("event_file"):
-            self._captured_files.add(body["event_file"])
+        event_file = body.get("event_file")
+        if event_file and event_file not in self._captured_files:
+            self._captured_files.add(event_file)
             self._captured_logdirs.add(body["logdir"])
+            # For the backends that keep the files themselves, read when their runs end (replay included).
+            files = {"root": self._converter.root, "files": sorted(self._captured_files)}
+            for exporter in self.exporters.values():
+                exporter.spool.set_meta(EVENT_FILES_KEY, files)
 
     def _uncaptured_event_files(self) -> list[str]:
         """Event files below the captured writers' logdirs, written since the run started, whose values did not

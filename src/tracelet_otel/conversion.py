@@ -51,6 +51,11 @@ class EventConverter:
         self.dropped: Counter[str] = Counter()
         self._warnings = OnceLogger(_logger)
 
+    @property
+    def root(self) -> str | None:
+        """The logdir whose tags stay verbatim: ``tensorboard_log_dir``, else the first writer's."""
+        return self._names.root
+
     # -- journal frames, or event files ----------------------------------------------------------------------
     def register_writer(self, body: dict[str, Any]) -> None:
         self._writers[body["id"]] = self._names.resolve(body["logdir"], body.get("call"))

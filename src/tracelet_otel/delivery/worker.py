@@ -63,6 +63,7 @@ DELIVERY_KEY = "delivery"  # spool meta: {"backend", "run", "options", "info"}
 FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended with
 CREATING_KEY = "creating"  # spool meta: a backend run is being created and not recorded yet
 CONTINUED_KEY = "continued"  # spool meta: the run is a restarted job's, found in the tracker
+EVENT_FILES_KEY = "event_files"  # spool meta: {"root", "files"}, the captured writers' event files (the agent's)
 ORPHAN_TIMEOUT_S = 600.0
 END_POLL_S = 0.5
 T = TypeVar("T")
@@ -195,6 +196,13 @@ class _SpoolDelivery(threading.Thread):
 
     def _end(self, spool: Spool, backend_run: BackendRun, status: str) -> bool:
         """End the backend run and record it in the spool; False if the backend could not be reached."""
+        event_files = spool.get_meta(EVENT_FILES_KEY)
+        if event_files:
+            try:
+                backend_run.keep_event_files(event_files["files"], event_files["root"])
+            except Exception as error:  # the run's values are in; its files are a copy of what is on disk
+                self._warnings.warning("event files", "tracelet-otel: could not give %s the run's event files: %s",
+                                       backend_run.backend, error)
         try:
             backend_run.finish(status)
         except Exception as error:  # the backend went away at the last moment: retried, or replay ends the run

@@ -12,6 +12,7 @@ How records map to W&B (details in ``_translate``):
 * Images -> ``wandb.Image``, videos -> ``wandb.Video`` (GIF), audio -> ``wandb.Audio`` (WAV), histograms ->
   ``wandb.Histogram`` of the bars TensorBoard's own view draws, text -> ``wandb.Html``, PR curves ->
   ``wandb.Table``, each in the row of its step.
+* the captured writers' event files -> files of the run, saved when it ends (``wandb_event_files``).
 * hparams -> the run config (their metrics are scalars); each call's values also as
   ``hparams/<writer>/<run>.json``. Graphs, embeddings, meshes, custom scalar layouts and tensors -> files
   under ``graphs/``, ``embeddings/``, ``meshes/``, ``custom_scalars/``, ``tensors/`` in the run.

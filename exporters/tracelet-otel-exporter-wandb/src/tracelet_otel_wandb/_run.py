@@ -77,8 +77,9 @@ class WandbRun(BackendRun):
     max_batch = 1000
     resend_duplicates = True
 
-    def __init__(self, run: Any, stored_through: int = 0) -> None:
+    def __init__(self, run: Any, stored_through: int = 0, event_files: bool = True) -> None:
         self._run = run
+        self._event_files = event_files
         self._offline = bool(run.offline)
         self._stored_through = stored_through
         self._handed_over_through = stored_through
@@ -173,6 +174,17 @@ class WandbRun(BackendRun):
         if self._watch is not None:
             self._wait_for_log(lambda watch: watch.ended, "the end of the run", every_record=True)
 
+    def keep_event_files(self, paths: Sequence[str], root: str) -> None:
+        """The event files go into the run's files, as W&B's own ``sync_tensorboard`` puts them there, so its
+        TensorBoard tab shows them (``wandb sync`` uploads an offline run's). Their paths below the directory
+        they all share."""
+        present = [path for path in paths if os.path.isfile(path)]
+        if not self._event_files or not present:
+            return
+        base = os.path.commonpath([root, *(os.path.dirname(path) for path in present)])
+        for path in present:
+            self._run.save(path, base_path=base, policy="now", glob=False)
+
     def discard(self) -> None:
         """End the empty run failed; offline, also delete its directory, so ``wandb sync`` never uploads it. A
         run W&B resumed (a restarted job's) holds an earlier attempt's data: it is ended killed instead."""
@@ -258,6 +270,10 @@ class WandbBackend(Backend):
     machine's, as always with W&B; DataLoader workers are not counted (``x_stats_track_process_tree`` would
     count this worker and wandb-core too). A reopened run (replay) collects none: the training process is gone.
 
+    Event files (option ``wandb_event_files``, default True, as W&B's own ``sync_tensorboard`` keeps them): when
+    the run ends, the captured writers' event files are saved into the run, below the directory they share, for
+    W&B's TensorBoard tab. Not behind the collector: the files are on the job's machine.
+
     A ``resumable`` run (a restarted job's ``run_id``) is ``wandb.init(id=run_id, resume="allow")``: it continues
     the W&B run of that id, online, or adds a directory for it offline (``wandb sync`` uploads them as one run).
 
@@ -268,7 +284,7 @@ class WandbBackend(Backend):
     """
 
     name = "wandb"
-    options: ClassVar[Mapping[str, type]] = {"wandb_system_metrics": bool}
+    options: ClassVar[Mapping[str, type]] = {"wandb_system_metrics": bool, "wandb_event_files": bool}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> WandbRun:
         import wandb
@@ -293,7 +309,8 @@ class WandbBackend(Backend):
         wandb_run.define_metric("*", step_metric=STEP_KEY)
         if not resume:
             wandb_run.summary.update({RUN_ID_KEY: run.run_id, **({RANK_KEY: run.rank} if run.rank is not None else {})})
-        return WandbRun(wandb_run, _stored_through(wandb_run) if resume or run.resumable else 0)
+        return WandbRun(wandb_run, _stored_through(wandb_run) if resume or run.resumable else 0,
+                        event_files=options.get("wandb_event_files") is not False)
 
 
 def _source_settings(source: Mapping[str, Any]) -> dict[str, Any]:
