@@ -27,6 +27,7 @@ RECORDS = [
     Record(RecordKind.HPARAMS, "hparams", 0, 3.0, params={"lr": 0.1, "opt": "adam", "flag": True}),
     Record(RecordKind.EMBEDDING, "emb", 0, 4.0, blob=Blob("file:///t", "t", "text/tab-separated-values", 1),
            filename="tensors.tsv"),
+    Record(RecordKind.CONSOLE, "stderr", 0, 5.0, text="epoch 3: loss 0.25 \u2713"),
 ]
 
 

@@ -118,6 +118,9 @@ class Backend(abc.ABC):
     options: ClassVar[Mapping[str, type]] = {}
     """Option names and their types (``str``, ``bool``, ``int``, ``float``); ``TRACELET_<NAME>`` variables are
     parsed by type, so ``open_run`` gets typed values."""
+    captures_console: ClassVar[bool] = False
+    """Whether the tracker's own integration records the console by default (W&B's, ClearML's): then so does a
+    run with this backend, unless ``capture_console`` says otherwise."""
 
     @abc.abstractmethod
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> BackendRun:

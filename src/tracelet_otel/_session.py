@@ -11,14 +11,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracelet_otel import capture
 from tracelet_otel import environment_variables as env
-from tracelet_otel._backend import BackendRunHandle, load_backend
+from tracelet_otel._backend import Backend, BackendRunHandle, load_backend
 from tracelet_otel._child import Child, Done, Failed, Finish, Message, Ready
+from tracelet_otel.capture.console import ConsoleTee
 from tracelet_otel.config import Options
 from tracelet_otel.errors import RunNotStarted
 from tracelet_otel.layout import RunDirectory, leftover_runs
@@ -82,6 +83,7 @@ class _ActiveRun:
     options: Options
     capture: capture.Capture | None
     agent: Child
+    console: ConsoleTee | None = None
 
 
 _active: _ActiveRun | None = None
@@ -182,7 +184,8 @@ def start_logging(
             # The runs are open and nothing was captured: undo them rather than leave empty runs behind.
             _end_agent(agent, RunStatus.DISCARD, AGENT_EXIT_GRACE_S)
             raise
-        _active = _ActiveRun(run, options, started, agent)
+        console = _tee_console(started, options, backends.values())
+        _active = _ActiveRun(run, options, started, agent, console)
         _say_started(run, options, patched, rank, attempt)
         _offer_replay(options.spool_dir, layout)
         return run
@@ -225,6 +228,19 @@ def _capture(journal: str, options: Options) -> tuple[capture.Capture | None, li
         started.close(RunStatus.DISCARD)
         raise
     return started, patched
+
+
+def _tee_console(started: capture.Capture | None, options: Options, backends: Iterable[Backend]) -> ConsoleTee | None:
+    """The console, captured into the journal when ``capture_console`` (unset: a backend whose tracker's own
+    integration records it) says so. A console that cannot be captured is said once; training goes on."""
+    wanted = options.capture_console
+    if started is None or not (any(backend.captures_console for backend in backends) if wanted is None else wanted):
+        return None
+    try:
+        return ConsoleTee(started.on_console)
+    except OSError as error:
+        _logger.warning("tracelet-otel: the console is not captured: %s", error)
+        return None
 
 
 def _status_logger() -> logging.Logger:
@@ -317,6 +333,8 @@ def stop_logging() -> Run | None:
 
 
 def _stop(active: _ActiveRun) -> Run:
+    if active.console is not None:
+        active.console.stop()
     if active.capture is not None:
         capture.uninstall()
         active.capture.close()

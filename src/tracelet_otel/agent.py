@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracelet_otel._backend import BackendRunHandle
 from tracelet_otel._child import Done, Failed, Finish, Ready, become_helper, exit_helper, try_lock
-from tracelet_otel.capture.journal import Frame, FrameType, JournalReader, ReleasedStart
+from tracelet_otel.capture.journal import Frame, FrameType, JournalReader, ReleasedStart, decode_console
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.delivery import Delivery, TrackerSpanExporter
 from tracelet_otel.delivery.counters import delivery_observations
@@ -193,6 +193,9 @@ class Agent:
                 journal.writers[body["id"]] = (frame.end, body)
             elif frame.type == FrameType.END:
                 self.end_status = frame.payload.decode() or RunStatus.FINISHED
+                unfinished = self._converter.console_end(time.time())
+                if unfinished and frame.end > journal.resume_offset:
+                    self._emitter.emit(unfinished, SourcePosition(journal.source, frame.end))
             elif frame.type == FrameType.DROPPED:
                 body = frame.json()
                 self._converter.dropped[body["reason"]] += body["count"]
@@ -275,6 +278,8 @@ class Agent:
     def _records(self, frame: Frame) -> list[Record]:
         """One frame's records; a frame that cannot be read is counted, never fatal (replay would stop there)."""
         try:
+            if frame.type == FrameType.CONSOLE:
+                return self._converter.console(*decode_console(frame.payload))
             if frame.type == FrameType.EVENT:
                 return self._converter.convert_event(*frame.event())
             if frame.type == FrameType.EMBEDDING:

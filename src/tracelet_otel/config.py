@@ -7,6 +7,7 @@
 | ``capture_images`` | ``True`` | images, figures, image-with-boxes and videos |
 | ``capture_histograms`` | ``True`` | histograms |
 | ``capture_audio`` | ``True`` | audio |
+| ``capture_console`` | on with W&B or ClearML | stdout and stderr, at the file-descriptor level, as console lines |
 | ``max_image_size`` | ``None`` | e.g. ``"1MB"``: larger images are downscaled to fit, or skipped with a warning |
 | ``stop_timeout`` | ``60`` | seconds ``stop_logging`` waits for delivery |
 | ``spool_dir`` | ``./.tracelet`` | where capture journals, spools and the default payload stores live |
@@ -89,6 +90,7 @@ _PARSERS = {
     "capture_images": _bool,
     "capture_histograms": _bool,
     "capture_audio": _bool,
+    "capture_console": _bool,
     "max_image_size": parse_size,
     "max_spool_size": parse_size,
     "stop_timeout": float,
@@ -103,6 +105,7 @@ class Options:
     capture_images: bool = True
     capture_histograms: bool = True
     capture_audio: bool = True
+    capture_console: bool | None = None  # None: on where a backend's own integration captures it by default
     max_image_size: int | None = None
     stop_timeout: float = 60.0
     spool_dir: str = ".tracelet"

@@ -41,6 +41,9 @@ def _number(value: float) -> int | float:
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
+MAX_CONSOLE_LINE_BYTES = 2**16  # a longer line without a newline is a line of its own
+
+
 class EventConverter:
     def __init__(self, options: Options, store: ArtifactStore, rank: int | None = None) -> None:
         self._options = options
@@ -50,6 +53,7 @@ class EventConverter:
         self._writers: dict[int, WriterName] = {}
         self.dropped: Counter[str] = Counter()
         self._warnings = OnceLogger(_logger)
+        self._unfinished: dict[int, bytes] = {}  # fd -> the console line still waiting for its newline
 
     @property
     def root(self) -> str | None:
@@ -59,6 +63,31 @@ class EventConverter:
     # -- journal frames, or event files ----------------------------------------------------------------------
     def register_writer(self, body: dict[str, Any]) -> None:
         self._writers[body["id"]] = self._names.resolve(body["logdir"], body.get("call"))
+
+    def console(self, fd: int, wall_time: float, data: bytes) -> list[Record]:
+        """The lines that ``data``, written to fd 1 or 2, completes; the rest waits for its newline. A line is
+        what a terminal shows of it: a progress bar that redraws itself with carriage returns is its last
+        drawing, not one line per redraw."""
+        lines = (self._unfinished.pop(fd, b"") + data).split(b"\n")
+        rest = lines.pop()
+        if b"\r" in rest:
+            rest = rest[rest.rfind(b"\r") :]  # what the next write draws over
+        if len(rest) > MAX_CONSOLE_LINE_BYTES:
+            lines.append(rest)
+        elif rest:
+            self._unfinished[fd] = rest
+        return [self._console_line(fd, line, wall_time) for line in lines]
+
+    def console_end(self, wall_time: float) -> list[Record]:
+        """The lines still without their newline when the run ends."""
+        lines = [self._console_line(fd, line, wall_time) for fd, line in sorted(self._unfinished.items())]
+        self._unfinished.clear()
+        return [line for line in lines if line.text]
+
+    def _console_line(self, fd: int, line: bytes, wall_time: float) -> Record:
+        shown = line.rstrip(b"\r").rpartition(b"\r")[2]
+        return Record(RecordKind.CONSOLE, "stderr" if fd == 2 else "stdout", 0, wall_time, rank=self._rank,
+                      text=shown.decode("utf-8", "replace"))
 
     def convert_event(self, writer_id: int, event_bytes: bytes) -> list[Record]:
         return self.convert(writer_id, event_pb2.Event.FromString(event_bytes))

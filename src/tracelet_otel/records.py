@@ -32,6 +32,7 @@ class RecordKind(str, enum.Enum):
     MESH = "mesh"
     CUSTOM_SCALARS = "custom_scalars"
     TENSOR = "tensor"
+    CONSOLE = "console"  # a line the training process wrote to stdout or stderr (the tag), in ``text``
 
 
 class Blob(NamedTuple):
@@ -48,7 +49,8 @@ class Record(NamedTuple):
 
     ``tag`` is already namespaced by writer (see ``docs/semantic-conventions.md``); ``original_tag`` is what the
     event file holds. ``wall_time`` is TensorBoard's own, in seconds since the epoch. ``value`` is set for
-    scalars (the float32 TensorBoard stored, widened exactly), ``blob`` for payloads, ``params`` for hparams.
+    scalars (the float32 TensorBoard stored, widened exactly), ``blob`` for payloads, ``params`` for hparams,
+    ``text`` for console lines.
 
     A NamedTuple rather than a frozen dataclass: every record is built three times on its way (capture,
     span-event decode, spool read), and construction is ~8x cheaper.
@@ -65,6 +67,7 @@ class Record(NamedTuple):
     filename: str | None = None
     params: Mapping[str, ParamValue] | None = None
     rank: int | None = None
+    text: str | None = None
 
 
 class SourcePosition(NamedTuple):

@@ -82,7 +82,7 @@ def _unconverted(path: str, converted_through: int) -> tuple[int, str | None]:
     try:
         while frames := reader.frames():
             for frame in frames:
-                if frame.type in (FrameType.EVENT, FrameType.EMBEDDING):
+                if frame.type in (FrameType.EVENT, FrameType.EMBEDDING, FrameType.CONSOLE):
                     values += 1
                 elif frame.type == FrameType.END:
                     ended_by = frame.payload.decode() or RunStatus.FINISHED

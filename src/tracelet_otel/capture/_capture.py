@@ -41,6 +41,9 @@ CLOSE_TIMEOUT_S = 30.0
 _CHILD_WRITER_IDS = 2**31
 
 
+_CONSOLE = object()  # marks console output among the pending events
+
+
 class _CallContext(threading.local):
     """What SummaryWriter method the current thread is inside, for calls that write through other writers."""
 
@@ -85,6 +88,13 @@ class Capture:
         elif not self._closed:
             self._pending.append((file_writer, event, call_context.current))
 
+    def on_console(self, fd: int, wall_time: float, data: bytes) -> None:
+        """What the training process wrote to fd 1 or 2 (``console.ConsoleTee``)."""
+        if len(self._pending) >= MAX_PENDING_EVENTS:
+            self._drop(DropReason.CAPTURE_QUEUE_FULL)
+        elif not self._closed:
+            self._pending.append((_CONSOLE, (fd, wall_time, data), None))
+
     def on_embedding(self, logdir: str, tag: str, step: Any, subdir: str) -> None:
         if self._closed:
             return
@@ -111,6 +121,9 @@ class Capture:
             try:
                 if file_writer is None:
                     chunks.append(journal.encode_json(journal.FrameType.EMBEDDING, body))
+                    continue
+                if file_writer is _CONSOLE:
+                    chunks.append(journal.encode_console(*body))
                     continue
                 writer_id = self._writer_ids.get(file_writer)
                 if writer_id is None:

@@ -28,6 +28,7 @@ __all__ = ["Frame", "FrameType", "JournalReader", "JournalWriter", "ReleasedStar
 
 _HEADER = struct.Struct("<IIB")
 _WRITER_ID = struct.Struct("<I")
+_CONSOLE = struct.Struct("<Bd")
 READ_CHUNK_BYTES = 16 * 2**20  # bounds the agent's memory when a long journal is replayed
 MAX_FRAME_BYTES = 2**30  # far above any TensorBoard event; a longer length is damage
 
@@ -38,9 +39,11 @@ class FrameType:
     EMBEDDING = 3  # JSON: an add_embedding call (it writes files, not events)
     END = 4  # stop_logging was called: nothing follows; the payload is the status the runs end with
     DROPPED = 5  # JSON: values a forked child could not capture, {"reason", "count"}
+    CONSOLE = 6  # u8 stream (1 stdout, 2 stderr) + f64 wall time + the bytes written to it, as they came
 
 
-_FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END, FrameType.DROPPED})
+_FRAME_TYPES = frozenset({FrameType.WRITER, FrameType.EVENT, FrameType.EMBEDDING, FrameType.END, FrameType.DROPPED,
+                          FrameType.CONSOLE})
 
 
 class Frame(NamedTuple):  # not a frozen dataclass: the agent builds one per captured event, ~0.5 us cheaper each
@@ -61,8 +64,9 @@ def encode_frame(frame_type: int, payload: bytes) -> bytes:
 
 
 def is_event(chunk: bytes) -> bool:
-    """Whether an encoded frame is an event (the type byte follows length and CRC)."""
-    return chunk[_HEADER.size - 1] == FrameType.EVENT
+    """Whether an encoded frame holds values (an event, console output): what ``max_spool_size`` may drop
+    (the type byte follows length and CRC)."""
+    return chunk[_HEADER.size - 1] in (FrameType.EVENT, FrameType.CONSOLE)
 
 
 def encode_json(frame_type: int, body: Any) -> bytes:
@@ -71,6 +75,16 @@ def encode_json(frame_type: int, body: Any) -> bytes:
 
 def encode_event(writer_id: int, event_bytes: bytes) -> bytes:
     return encode_frame(FrameType.EVENT, _WRITER_ID.pack(writer_id) + event_bytes)
+
+
+def encode_console(fd: int, wall_time: float, data: bytes) -> bytes:
+    return encode_frame(FrameType.CONSOLE, _CONSOLE.pack(fd, wall_time) + data)
+
+
+def decode_console(payload: bytes) -> tuple[int, float, bytes]:
+    """(fd, wall time, bytes) of a console frame."""
+    fd, wall_time = _CONSOLE.unpack_from(payload)
+    return fd, wall_time, payload[_CONSOLE.size :]
 
 
 class JournalWriter:

@@ -41,6 +41,8 @@ def optional_attributes(record: Record) -> dict[str, Any]:
         attributes[semconv.PARAMS] = json.dumps(dict(record.params), allow_nan=True)
     if record.rank is not None:
         attributes[semconv.RANK] = record.rank
+    if record.text is not None:
+        attributes[semconv.TEXT] = record.text
     return attributes
 
 
@@ -85,6 +87,7 @@ def decode(name: str, attributes: Mapping[str, Any]) -> Record | None:
         filename=attributes.get(semconv.FILENAME),
         params=json.loads(params) if params else None,
         rank=attributes.get(semconv.RANK),
+        text=attributes.get(semconv.TEXT),
     )
 
 
@@ -94,6 +97,8 @@ def is_well_formed(record: Record) -> bool:
     if not all(isinstance(text, str) for text in (record.tag, record.original_tag, record.writer)):
         return False
     if not isinstance(record.filename, str | None) or not (record.rank is None or type(record.rank) is int):
+        return False
+    if not isinstance(record.text, str | None):
         return False
     blob = record.blob
     if blob is not None and not all(isinstance(text, str) for text in (blob.uri, blob.sha256, blob.media_type)):

@@ -16,6 +16,7 @@ BLOB_SHA256 = "tracelet.blob.sha256"
 BLOB_MEDIA_TYPE = "tracelet.blob.media_type"
 BLOB_SIZE = "tracelet.blob.size"
 RANK = "tracelet.rank"
+TEXT = "tracelet.console.text"  # a console line (tensorboard.console events)
 
 # Spans of the agent's own: how far the source of their records (the capture journal) has been read. Exporters keep
 # it in the same transaction as the records; it never leaves the process (the otlp backend builds spans anew).

@@ -42,6 +42,7 @@ from tracelet_otel_clearml._source import project_name, script_fields, training_
 from tracelet_otel_clearml._translate import (
     Call,
     ConnectHparams,
+    ReportConsole,
     ReportHistogram,
     ReportImage,
     ReportMedia,
@@ -304,6 +305,8 @@ class ClearmlRun(BackendRun):
             logger.report_scalar(call.title, call.series, call.value, call.iteration)
         elif isinstance(call, ReportText):
             logger.report_text(payload, print_console=False)
+        elif isinstance(call, ReportConsole):
+            logger.report_text(call.text, level=logging.ERROR if call.stderr else logging.INFO, print_console=False)
         elif isinstance(call, ReportImage):
             self._continue_file_numbering(call.title, call.series)
             logger.report_image(call.title, call.series, call.iteration, local_path=payload, max_image_history=-1)
@@ -345,6 +348,7 @@ class ClearmlBackend(Backend):
     """
 
     name = "clearml"
+    captures_console = True  # Task.init's auto_connect_streams
     options: ClassVar[Mapping[str, type]] = {"clearml_resource_monitoring": bool}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> ClearmlRun:

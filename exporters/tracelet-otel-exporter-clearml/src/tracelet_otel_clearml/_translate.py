@@ -22,6 +22,7 @@ from tracelet_otel.backends import Blob, ParamValue, Record, RecordKind, extensi
 
 __all__ = [
     "ConnectHparams",
+    "ReportConsole",
     "ReportHistogram",
     "ReportImage",
     "ReportMedia",
@@ -53,6 +54,15 @@ class ReportText:
 
     message: str
     blob: Blob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConsole:
+    """A line of the training process's console, in the task's console (stderr at ERROR level)."""
+
+    text: str
+    stderr: bool
+    wall_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +123,8 @@ class UploadArtifact:
     filename: str
 
 
-Call = (ReportScalar | ReportText | ReportImage | ReportMedia | ReportHistogram | ReportPrCurve | ConnectHparams
-        | UploadArtifact)
+Call = (ReportScalar | ReportText | ReportConsole | ReportImage | ReportMedia | ReportHistogram | ReportPrCurve
+        | ConnectHparams | UploadArtifact)
 
 
 @dataclass
@@ -150,6 +160,8 @@ def _call(record: Record, translation: Translation) -> Call | None:
             return ReportText(f"tracelet-otel: scalar {record.tag!r} is {record.value} at step {step} "
                               "(ClearML cannot plot NaN or inf; not plotted)")
         return ReportScalar(title, series, step, record.value, record.wall_time)
+    if kind is RecordKind.CONSOLE:
+        return ReportConsole(record.text or "", record.tag == "stderr", record.wall_time)
     if kind is RecordKind.HPARAMS and record.params:
         translation.calls.append(ConnectHparams(tuple(record.params.items())))
     blob = record.blob

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -25,7 +26,7 @@ from tracelet_otel.backends import (
 )
 from tracelet_otel_mlflow._histogram_picture import histogram_pictures
 from tracelet_otel_mlflow._image_view import IMAGES_FOLDER
-from tracelet_otel_mlflow._translate import LogArtifact, LogBatch, LogImage, translate
+from tracelet_otel_mlflow._translate import AppendConsole, LogArtifact, LogBatch, LogImage, translate
 
 __all__ = ["MlflowBackend", "MlflowRun"]
 
@@ -40,6 +41,7 @@ HTTP_DEFAULTS = {
 _SQLITE = "sqlite:///"
 _PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
 MAX_PARAMS_PER_BATCH = 100
+CONSOLE_LOG = "console.log"  # the artifact that holds the training process's console
 
 
 class MlflowRun(BackendRun):
@@ -50,6 +52,7 @@ class MlflowRun(BackendRun):
                  system_metrics: Any = None) -> None:
         self._client = client
         self._system_metrics = system_metrics  # MLflow's SystemMetricsMonitor, when the option asks for one
+        self._console: str | None = None  # this process's copy of the run's console.log
         self._run_id: str = run.info.run_id
         self._experiment_id = experiment_id
         self._params: dict[str, str] = dict(run.data.params)
@@ -96,6 +99,8 @@ class MlflowRun(BackendRun):
                     save_blob(call.blob, os.path.join(staging, call.artifact_path, call.filename))
                 elif isinstance(call, LogImage):
                     images = self._stage_image(call, staging) or images
+                elif isinstance(call, AppendConsole):
+                    self._stage_console(call.lines, staging)
             if images and not self._images_tagged:  # the tag that makes MLflow's UI look for images at all
                 self._client.set_tag(self.run_id, MLFLOW_LOGGED_IMAGES, True)
                 self._images_tagged = True
@@ -126,6 +131,17 @@ class MlflowRun(BackendRun):
                                        "this add_hparams call's artifact under hparams/", key, logged, value)
         return new
 
+    def _stage_console(self, lines: Sequence[str], staging: str) -> None:
+        """``console.log`` with the batch's lines added, whole: an MLflow artifact cannot be appended to. A
+        reopened run first takes back the file it has."""
+        if self._console is None:
+            self._console = os.path.join(tempfile.mkdtemp(prefix="tracelet-mlflow-console-"), CONSOLE_LOG)
+            if any(item.path == CONSOLE_LOG for item in self._client.list_artifacts(self.run_id)):
+                self._client.download_artifacts(self.run_id, CONSOLE_LOG, os.path.dirname(self._console))
+        with open(self._console, "a", encoding="utf-8") as file:
+            file.write("".join(line + "\n" for line in lines))
+        shutil.copyfile(self._console, os.path.join(staging, CONSOLE_LOG))
+
     def _stage_image(self, call: LogImage, staging: str) -> bool:
         """The files ``MlflowClient.log_image`` would write, under names that a resent batch writes again;
         False when the payload cannot be drawn."""
@@ -151,6 +167,11 @@ class MlflowRun(BackendRun):
     def is_permanent(self, error: BaseException) -> bool:
         return getattr(error, "error_code", None) in _PERMANENT_ERROR_CODES
 
+    def _forget_console(self) -> None:
+        if self._console is not None:
+            shutil.rmtree(os.path.dirname(self._console), ignore_errors=True)
+            self._console = None
+
     def _stop_system_metrics(self) -> None:
         if self._system_metrics is not None:
             self._system_metrics.finish()  # logs what it sampled last, and stops its thread
@@ -158,11 +179,13 @@ class MlflowRun(BackendRun):
 
     def finish(self, status: str) -> None:
         self._stop_system_metrics()
+        self._forget_console()
         self._client.set_terminated(self.run_id, status)
 
     def discard(self) -> None:
         """MLflow's delete: the empty run leaves the run list (and can be restored from the UI's deleted runs)."""
         self._stop_system_metrics()
+        self._forget_console()
         self._client.set_terminated(self.run_id, RunStatus.FAILED)
         self._client.delete_run(self.run_id)
 

@@ -22,8 +22,8 @@ from typing import Any
 from tracelet_otel.backends import Blob, Record, RecordKind, payload_path
 from tracelet_otel_mlflow._image_view import image_file_stem
 
-__all__ = ["HISTOGRAM_IMAGE_PREFIX", "LogArtifact", "LogBatch", "LogImage", "MetricPoint", "Translation",
-           "mlflow_image_key", "mlflow_name", "translate", "translate_metrics"]
+__all__ = ["HISTOGRAM_IMAGE_PREFIX", "AppendConsole", "LogArtifact", "LogBatch", "LogImage", "MetricPoint",
+           "Translation", "mlflow_image_key", "mlflow_name", "translate", "translate_metrics"]
 
 MAX_NAME_LENGTH = 250
 # An image key is part of a file name (at most 255 bytes) that also holds step, timestamp, id and suffix.
@@ -75,7 +75,15 @@ class LogImage:
         return image_file_stem(self.key, self.step, self.timestamp_ms, self.blob.sha256[:16])
 
 
-Call = LogBatch | LogArtifact | LogImage
+@dataclass(frozen=True, slots=True)
+class AppendConsole:
+    """Lines of the training process's console, for the run's ``console.log`` artifact (stdout and stderr
+    interleaved as they were written)."""
+
+    lines: tuple[str, ...]
+
+
+Call = LogBatch | LogArtifact | LogImage | AppendConsole
 
 
 @dataclass
@@ -135,7 +143,11 @@ def translate(records: Iterable[Record], *, histogram_images: bool = True) -> Tr
             translation.renamed_images[tag] = key
         return key
 
+    console: list[str] = []
     for record in records:
+        if record.kind is RecordKind.CONSOLE:
+            console.append(record.text or "")
+            continue
         if record.kind is RecordKind.SCALAR and record.value is not None:
             metrics.append(MetricPoint(name(record.tag), record.value, timestamp_ms(record.wall_time), record.step))
             continue
@@ -153,6 +165,8 @@ def translate(records: Iterable[Record], *, histogram_images: bool = True) -> Tr
                                               record.step, timestamp_ms(record.wall_time), histogram=True))
     if metrics or params:
         translation.calls.insert(0, LogBatch(tuple(metrics), tuple(params.items())))
+    if console:
+        translation.calls.append(AppendConsole(tuple(console)))
     return translation
 
 

@@ -37,9 +37,10 @@ from tracelet_otel.backends import (
 from tracelet_otel_wandb._transaction_log import RunLogWatch, run_directories
 from tracelet_otel_wandb._translate import (
     STEP_KEY,
+    Call,
+    ConsoleLine,
     LogRow,
     Media,
-    SaveFile,
     UpdateConfig,
     pr_curve_table,
     text_html,
@@ -183,7 +184,7 @@ class WandbRun(BackendRun):
             return
         base = os.path.commonpath([root, *(os.path.dirname(path) for path in present)])
         for path in present:
-            self._run.save(path, base_path=base, policy="now", glob=False)
+            self._save_file(path, os.path.relpath(path, base))
 
     def discard(self) -> None:
         """End the empty run failed; offline, also delete its directory, so ``wandb sync`` never uploads it. A
@@ -207,8 +208,10 @@ class WandbRun(BackendRun):
                                    f"{LOG_TIMEOUT_S:.0f} s")
             time.sleep(LOG_POLL_S)
 
-    def _prepare(self, call: LogRow | UpdateConfig | SaveFile, scratch: str) -> Callable[[], None]:
+    def _prepare(self, call: Call, scratch: str) -> Callable[[], None]:
         """Read and check what ``call`` needs; returns the action that hands it to W&B."""
+        if isinstance(call, ConsoleLine):
+            return lambda: self._console_line(call)
         if isinstance(call, LogRow):
             values = {key: self._media(value, scratch) if isinstance(value, Media) else value
                       for key, value in call.values.items()}
@@ -246,6 +249,16 @@ class WandbRun(BackendRun):
         except Exception as error:
             raise RecordRejected(f"W&B rejects the {media.kind.value} payload {media.blob.uri}: {error}") from error
 
+    def _console_line(self, line: ConsoleLine) -> None:
+        """Into the run's Logs, as W&B's own console capture sends a line (with the time it was written): W&B
+        has no public call for it."""
+        from wandb.proto.wandb_internal_pb2 import OutputRawRecord  # type: ignore[attr-defined]  # a * re-export
+
+        kind = OutputRawRecord.OutputType.STDERR if line.stderr else OutputRawRecord.OutputType.STDOUT
+        record = OutputRawRecord(output_type=kind, line=line.text + "\n")
+        record.timestamp.FromNanoseconds(int(line.wall_time * 1e9))
+        self._run._interface._publish_output_raw(record, nowait=False)
+
     def _save_file(self, source: str, path: str) -> None:
         target = os.path.join(self._run.dir, path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -260,9 +273,10 @@ class WandbBackend(Backend):
 
     The run shows the training job, not the delivery worker: ``program``/``program_abspath``/
     ``program_relpath``, ``args``, ``host``, ``username``, ``git_commit`` and ``git_remote_url`` come from
-    ``RunInfo.source`` unless a ``WANDB_*`` variable sets them. Console output is not captured (the worker's
-    would be the wrong one). Our run id and rank are the hidden summary keys ``_tracelet_run_id`` and
-    ``_tracelet_rank``: the config holds the user's hparams only.
+    ``RunInfo.source`` unless a ``WANDB_*`` variable sets them. W&B's console capture is off (it would record
+    the worker): the training process's console lines (``capture_console``) go into the run's Logs instead.
+    Our run id and rank are the hidden summary keys ``_tracelet_run_id`` and ``_tracelet_rank``: the config
+    holds the user's hparams only.
 
     System metrics (option ``wandb_system_metrics``; unset: W&B's default, on): W&B samples the process whose
     pid is ``x_stats_pid``, set to the training process. What W&B cannot do: only its ``proc.*`` metrics (memory,
@@ -284,6 +298,7 @@ class WandbBackend(Backend):
     """
 
     name = "wandb"
+    captures_console = True  # W&B's console="auto"
     options: ClassVar[Mapping[str, type]] = {"wandb_system_metrics": bool, "wandb_event_files": bool}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> WandbRun:

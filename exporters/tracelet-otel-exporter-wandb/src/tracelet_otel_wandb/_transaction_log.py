@@ -146,6 +146,7 @@ class RunContents:
     files: list[str] = field(default_factory=list)  # saved files, relative to files_dir
     environment: dict[str, Any] = field(default_factory=dict)  # program, args, host, username, git, ...
     stats: list[dict[str, Any]] = field(default_factory=list)  # system metrics samples
+    console: list[tuple[str, str, float]] = field(default_factory=list)  # (stdout|stderr, text, wall time)
     run: dict[str, Any] = field(default_factory=dict)  # run id, project, display name, host, git, ...
     exit_code: int | None = None
     files_dir: str = ""
@@ -179,6 +180,9 @@ def read_run(run_directory: str) -> RunContents:
             contents.environment.update(MessageToDict(record.environment, preserving_proto_field_name=True))
         elif kind == "stats":
             contents.stats.append({item.key: json.loads(item.value_json) for item in record.stats.item})
+        elif kind == "output_raw":
+            stream = "stderr" if record.output_raw.output_type == record.output_raw.OutputType.STDERR else "stdout"
+            contents.console.append((stream, record.output_raw.line, record.output_raw.timestamp.ToNanoseconds() / 1e9))
         elif kind == "exit":
             contents.exit_code = record.exit.exit_code
     return contents

@@ -34,7 +34,7 @@ from typing import Any
 
 from tracelet_otel.backends import Blob, ParamValue, Record, RecordKind, payload_path
 
-__all__ = ["STEP_KEY", "WALL_TIME_KEY", "LogRow", "Media", "SaveFile", "Translation", "UpdateConfig",
+__all__ = ["STEP_KEY", "WALL_TIME_KEY", "ConsoleLine", "LogRow", "Media", "SaveFile", "Translation", "UpdateConfig",
            "pr_curve_table", "text_html", "translate", "wandb_key"]
 
 STEP_KEY = "global_step"
@@ -73,7 +73,16 @@ class SaveFile:
     path: str  # relative to the run's files directory
 
 
-Call = LogRow | UpdateConfig | SaveFile
+@dataclass(frozen=True, slots=True)
+class ConsoleLine:
+    """A line of the training process's console, for the run's Logs."""
+
+    text: str
+    stderr: bool
+    wall_time: float
+
+
+Call = LogRow | UpdateConfig | SaveFile | ConsoleLine
 
 
 @dataclass
@@ -94,8 +103,12 @@ def translate(records: Iterable[Record]) -> Translation:
     open_rows: dict[int, dict[str, Any]] = {}  # step -> the row a record of that step joins
     params: dict[str, ParamValue] = {}
     files: list[SaveFile] = []
+    console: list[ConsoleLine] = []
 
     for record in records:
+        if record.kind is RecordKind.CONSOLE:
+            console.append(ConsoleLine(record.text or "", record.tag == "stderr", record.wall_time))
+            continue
         if record.kind is RecordKind.HPARAMS:
             params.update(record.params or {})
         if record.kind is RecordKind.SCALAR:
@@ -123,6 +136,7 @@ def translate(records: Iterable[Record]) -> Translation:
         translation.calls.append(UpdateConfig(params))
     translation.calls.extend(LogRow(row) for row in rows)
     translation.calls.extend(files)
+    translation.calls.extend(console)
     return translation
 
 
