@@ -100,3 +100,52 @@ def test_stdout_and_stderr_are_lines_of_their_own_and_undecodable_bytes_are_repl
     assert (stderr.tag, stderr.text) == ("stderr", "\ufffd stderr")
     (stdout,) = lines.console(1, 2.0, b"and the rest\n")
     assert stdout.text == "half of stdout and the rest"
+
+
+ON_A_TERMINAL = textwrap.dedent("""
+    import sys
+    import tracelet_otel
+
+    tracelet_otel.start_logging("terminal", backend="mlflow")
+    print("stdout is a terminal:", sys.stdout.isatty())
+    print("\\x1b[32mgreen\\x1b[0m and a bar:", end="")
+    for percent in (0, 50, 100):
+        print(f"\\r{percent}%", end="", flush=True)
+    print()
+    tracelet_otel.stop_logging()
+""")
+
+
+def on_a_terminal(directory, capture: str) -> bytes:
+    """What a terminal receives from the script (run on a pseudo-terminal of its own)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run([sys.executable, "terminal.py"], cwd=directory, stdout=follower, stderr=subprocess.DEVNULL,
+                       timeout=300, check=True, env={**os.environ, "TRACELET_CAPTURE_CONSOLE": capture})
+        os.close(follower)
+        received = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: everything was read
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+    finally:
+        os.close(leader)
+
+
+def test_on_a_terminal_programs_still_see_a_terminal_and_it_receives_the_same_bytes(mlflow_store, tmp_path):
+    (tmp_path / "terminal.py").write_text(ON_A_TERMINAL)
+    without, captured = on_a_terminal(tmp_path, "false"), on_a_terminal(tmp_path, "true")
+    assert b"stdout is a terminal: True" in captured
+    assert captured == without
+    (run,) = mlflow_store.client.search_runs([mlflow_store.client.get_experiment_by_name("Default").experiment_id],
+                                             "attributes.run_name = 'terminal'", max_results=1)
+    with open(MlflowClient(mlflow_store.uri).download_artifacts(run.info.run_id, "console.log")) as file:
+        # After our start line (stderr is captured too): the script's lines, the bar as its last drawing.
+        assert file.read().splitlines()[1:] == ["stdout is a terminal: True", "100%"]

@@ -186,7 +186,7 @@ def start_logging(
             raise
         console = _tee_console(started, options, backends.values())
         _active = _ActiveRun(run, options, started, agent, console)
-        _say_started(run, options, patched, rank, attempt)
+        _say_started(run, options, patched, console is not None, rank, attempt)
         _offer_replay(options.spool_dir, layout)
         return run
 
@@ -256,7 +256,8 @@ def _status_logger() -> logging.Logger:
     return _status
 
 
-def _say_started(run: Run, options: Options, patched: Sequence[str], rank: int | None, attempt: int) -> None:
+def _say_started(run: Run, options: Options, patched: Sequence[str], console: bool, rank: int | None,
+                 attempt: int) -> None:
     """What is captured and where it goes, in one line: the most common "nothing arrives" is a writer that was
     never captured, or a run the user looks for in the wrong place."""
     if patched:
@@ -265,6 +266,8 @@ def _say_started(run: Run, options: Options, patched: Sequence[str], rank: int |
         captures = "captures nothing (track_tensorboard is off)"
     else:
         captures = "captures nothing (neither torch.utils.tensorboard nor tensorboardX is installed)"
+    if console:
+        captures += ", and the console"
     where = "; ".join(f"{name} run {handle.run_id}" + (f" {handle.url or handle.location}"
                                                         if handle.url or handle.location else "")
                       for name, handle in run.backends.items())

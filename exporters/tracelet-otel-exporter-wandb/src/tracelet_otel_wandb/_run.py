@@ -257,7 +257,10 @@ class WandbRun(BackendRun):
         kind = OutputRawRecord.OutputType.STDERR if line.stderr else OutputRawRecord.OutputType.STDOUT
         record = OutputRawRecord(output_type=kind, line=line.text + "\n")
         record.timestamp.FromNanoseconds(int(line.wall_time * 1e9))
-        self._run._interface._publish_output_raw(record, nowait=False)
+        try:
+            self._run._interface._publish_output_raw(record, nowait=False)
+        except AttributeError as error:  # another W&B release, without that private call: the line alone drops
+            raise RecordRejected(f"this W&B release takes no console lines ({error})") from error
 
     def _save_file(self, source: str, path: str) -> None:
         target = os.path.join(self._run.dir, path)
