@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.support import event_files, scalars_in
+from tests.support import event_files, events, scalars_in
 from tests.test_fan_out import offline_trackers
 from tracelet_otel_clearml.testing import read_session, session_folders
 from tracelet_otel_wandb.testing import read_run, run_directories
@@ -19,6 +19,7 @@ __all__ = ["offline_trackers"]
 
 TRAIN = textwrap.dedent("""
     import time
+    import numpy as np
     import tracelet_otel
     from torch.utils.tensorboard import SummaryWriter
 
@@ -29,6 +30,8 @@ TRAIN = textwrap.dedent("""
         for step in range(50):
             writer.add_scalar("loss", 1.0 / (step + 1), step)
             time.sleep(0.04)  # two seconds of training: MLflow's monitor samples every second here
+        writer.add_image("sample", np.zeros((3, 8, 8), dtype=np.uint8), 7)
+        writer.add_histogram("weights", np.arange(100.0), 7)
     tracelet_otel.stop_logging()
     print("RUNS", run.backends["mlflow"].run_id, run.backends["wandb"].run_id)
 """)
@@ -53,6 +56,8 @@ def test_each_tracker_holds_what_its_own_integration_would_and_no_bookkeeping_in
     mlflow_run_id, wandb_run_id = job.stdout.split("RUNS ", 1)[1].split()
     (event_file,) = [path for path in event_files(str(tmp_path / "runs")) if os.path.dirname(path).endswith("runs")]
     wall_times = {step: wall_time for tag, step, _, wall_time in scalars_in(event_file) if tag == "loss"}
+    payload_times = {value.tag: event.wall_time for event in events(event_file) for value in event.summary.value
+                     if value.tag in ("sample", "weights")}
 
     (folder,) = session_folders(tmp_path / "clearml-cache")
     session = read_session(folder)
@@ -64,6 +69,9 @@ def test_each_tracker_holds_what_its_own_integration_would_and_no_bookkeeping_in
                if kind == "training_stats_scalar" and title == "loss"}
     assert sorted(stamped) == sorted(wall_times)
     assert max(abs(stamped[step] - wall_times[step] * 1000) for step in stamped) <= 5  # ms: TensorBoard's time
+    stamps = {(kind, title): ms for kind, title, _, _, ms in session.stamped}
+    sample, plot = stamps["training_debug_image", "sample"], stamps["plot", "weights"]
+    assert abs(sample - payload_times["sample"] * 1000) <= 5 and abs(plot - payload_times["weights"] * 1000) <= 5
     assert session.parameters["TB_hparams/batch_size"] == "32"
     assert not [name for name in session.parameters if "tracelet" in name]
 
