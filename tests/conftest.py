@@ -83,3 +83,20 @@ def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def offline_trackers(tmp_path, monkeypatch) -> Iterator[None]:
+    """W&B and ClearML offline, their files in the test's directory, read back by their testing modules."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    configuration = tmp_path / "clearml.conf"
+    configuration.write_text("")
+    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
+    monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "clearml-cache"))
+    monkeypatch.setenv("CLEARML_CONFIG_FILE", str(configuration))
+    yield
+    import wandb
+
+    wandb.teardown()  # W&B reads WANDB_* once per process

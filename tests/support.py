@@ -260,3 +260,12 @@ def expected_key(root: str, path: str, tag: str) -> str:
     if parts and parts[-1].replace(".", "").isdigit():  # add_hparams: <logdir>/<time.time()>
         parts = parts[:-1]
     return "/".join([*parts, tag])
+
+
+def read_until(job: ProcessGroup, start: str) -> str:
+    """The job's next output line that starts with ``start`` (its warnings come on the same stream)."""
+    while True:
+        line = job.process.stdout.readline()
+        assert line, f"the job ended before printing {start!r}"
+        if line.startswith(start):
+            return line.rstrip("\n")

@@ -11,14 +11,11 @@ import textwrap
 
 from mlflow.tracking import MlflowClient
 
-from tests.test_fan_out import offline_trackers
 from tracelet_otel.config import Options
 from tracelet_otel.conversion import EventConverter
 from tracelet_otel.payloads import ArtifactStore
 from tracelet_otel_clearml.testing import read_session, session_folders
 from tracelet_otel_wandb.testing import read_run, run_directories
-
-__all__ = ["offline_trackers"]
 
 JOB = textwrap.dedent("""
     import os, subprocess, sys

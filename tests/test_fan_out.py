@@ -23,22 +23,6 @@ from tracelet_otel_wandb.testing import read_run, run_directories
 STEPS_PER_PHASE = 300
 
 
-@pytest.fixture
-def offline_trackers(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    configuration = tmp_path / "clearml.conf"
-    configuration.write_text("")
-    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
-    monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "clearml-cache"))
-    monkeypatch.setenv("CLEARML_CONFIG_FILE", str(configuration))
-    yield
-    import wandb
-
-    wandb.teardown()  # W&B reads WANDB_* once per process
-
-
 def spooled_and_undelivered(run: tracelet_otel.Run, backend: str) -> tuple[int, int]:
     spool = Spool(os.path.join(run.directory, f"{backend}.spool.sqlite"))
     try:

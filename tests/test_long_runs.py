@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
-from tests.support import ProcessGroup, processes_below, replay
+from tests.support import ProcessGroup, processes_below, read_until, replay
 from tracelet_otel.delivery.spool import WAL_SIZE_LIMIT_BYTES
 
 MB = 10**6
@@ -102,15 +102,6 @@ FREED_THEN_KILLED = textwrap.dedent("""
     tracelet_otel.stop_logging()
     print("STOPPED", flush=True)
 """)
-
-
-def read_until(job: ProcessGroup, start: str) -> str:
-    """The job's next output line that starts with ``start`` (its warnings come on the same stream)."""
-    while True:
-        line = job.process.stdout.readline()
-        assert line, f"the job ended before printing {start!r}"
-        if line.startswith(start):
-            return line.rstrip("\n")
 
 
 def test_a_job_whose_journal_start_was_freed_is_replayed_exactly_once_after_its_agent_was_killed(

@@ -15,8 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
 from tests.conftest import MlflowServer
-from tests.support import ProcessGroup, replay
-from tests.test_long_runs import read_until
+from tests.support import ProcessGroup, read_until, replay
 
 STATUS = "tracelet_otel.status"
 

@@ -16,16 +16,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 import tracelet_otel
-from tests.support import ProcessGroup
-from tests.test_fan_out import offline_trackers
-from tests.test_long_runs import read_until
+from tests.support import ProcessGroup, read_until
 from tracelet_otel.capture._capture import DRAIN_INTERVAL_S
 from tracelet_otel_clearml import ClearmlRun
 from tracelet_otel_clearml.testing import read_session, session_folders
 from tracelet_otel_wandb import WandbRun
 from tracelet_otel_wandb.testing import read_run, run_directories
-
-__all__ = ["offline_trackers"]
 
 RUN_ID = "job-4242"
 KILLED_AT, CHECKPOINT, LAST = 1000, 600, 1500

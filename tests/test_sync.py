@@ -38,13 +38,10 @@ from tests.support import (
     log_fidelity_scenario,
     scalars_in,
 )
-from tests.test_fan_out import offline_trackers
 from tracelet_otel.config import Options
 from tracelet_otel.sync import Sync, SyncSettings
 from tracelet_otel_clearml.testing import read_session, session_folders
 from tracelet_otel_wandb.testing import read_run
-
-__all__ = ["offline_trackers"]  # the W&B and ClearML offline fixture, shared with test_fan_out
 
 TRACELET = os.path.join(os.path.dirname(sys.executable), "tracelet-otel")
 

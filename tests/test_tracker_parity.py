@@ -11,11 +11,8 @@ import sys
 import textwrap
 
 from tests.support import event_files, events, scalars_in
-from tests.test_fan_out import offline_trackers
 from tracelet_otel_clearml.testing import read_session, session_folders
 from tracelet_otel_wandb.testing import read_run, run_directories
-
-__all__ = ["offline_trackers"]
 
 TRAIN = textwrap.dedent("""
     import time

@@ -81,6 +81,7 @@ class _EventClock:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._installed = False
 
     def time(self) -> float:
         wall_time = getattr(self._local, "wall_time", None)
@@ -91,9 +92,11 @@ class _EventClock:
 
     @contextlib.contextmanager
     def at(self, wall_time: float | None) -> Iterator[None]:
-        from clearml.backend_interface.metrics import events
+        if not self._installed:
+            from clearml.backend_interface.metrics import events
 
-        events.time = self  # type: ignore[attr-defined,assignment]
+            events.time = self  # type: ignore[attr-defined,assignment]
+            self._installed = True
         self._local.wall_time = wall_time
         try:
             yield
