@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,11 +34,63 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class MlflowServer:
-    """A real ``mlflow server`` on 127.0.0.1 that a test can kill and restart on the same port and store."""
+POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
 
-    def __init__(self, directory: str) -> None:
+
+class PostgresServer:
+    """A real PostgreSQL on 127.0.0.1, as a team runs under MLflow (and the bridge's shared state). PostgreSQL
+    refuses to run as root, so as root its cluster belongs to the ``postgres`` user, in a directory of its own."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="tracelet-postgres-")
+        self.port = free_port()
+        self._names = itertools.count(1)
+        self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as_owner:
+            shutil.chown(self.directory, "postgres")
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self._as_owner, *command], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        data = os.path.join(self.directory, "data")
+        self._run(f"{POSTGRES_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres")
+        self._run(f"{POSTGRES_BIN}/pg_ctl", "-D", data, "-l", os.path.join(self.directory, "server.log"), "-o",
+                  f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c max_connections=400", "-w",
+                  "start")
+
+    def database(self) -> str:
+        """A new, empty database; its SQLAlchemy URI (the driver MLflow needs named)."""
+        name = f"db{next(self._names)}"
+        self._run(f"{POSTGRES_BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run([*self._as_owner, f"{POSTGRES_BIN}/pg_ctl", "-D", os.path.join(self.directory, "data"),
+                        "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    if not os.path.exists(f"{POSTGRES_BIN}/initdb"):
+        pytest.skip(f"PostgreSQL 15 is not installed ({POSTGRES_BIN}/initdb is missing): apt-get install postgresql")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 that a test can kill and restart on the same port and store: a
+    PostgreSQL database (``database``, as teams run it) or a sqlite file in ``directory``."""
+
+    def __init__(self, directory: str, database: str | None = None, workers: int = 1) -> None:
         self.directory = directory
+        self.database = database or f"sqlite:///{directory}/server.db"
+        self.workers = workers
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
@@ -43,10 +98,10 @@ class MlflowServer:
     def start(self) -> None:
         environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-                   "--backend-store-uri", f"sqlite:///{self.directory}/server.db",
+                   "--backend-store-uri", self.database,
                    "--default-artifact-root", f"{self.directory}/artifacts", "--serve-artifacts",
                    "--artifacts-destination", f"{self.directory}/artifacts",
-                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         with open(os.path.join(self.directory, "server.log"), "ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                              start_new_session=True)
@@ -78,8 +133,9 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
-    server = MlflowServer(str(tmp_path_factory.mktemp("mlflow-server")))
+def mlflow_server(tmp_path_factory, postgres) -> Iterator[MlflowServer]:
+    """An ``mlflow server`` on PostgreSQL, shared by the tests that only log to a server."""
+    server = MlflowServer(str(tmp_path_factory.mktemp("mlflow-server")), postgres.database())
     server.start()
     yield server
     server.stop()

@@ -44,8 +44,8 @@ TRAINING = textwrap.dedent("""
 
 
 @pytest.fixture
-def server(tmp_path):
-    server = MlflowServer(str(tmp_path))
+def server(tmp_path, postgres):
+    server = MlflowServer(str(tmp_path), postgres.database())
     server.start()
     yield server
     server.stop()

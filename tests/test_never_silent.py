@@ -104,8 +104,9 @@ def status(directory) -> str:
     return result.stdout
 
 
-def test_status_shows_a_live_run_waiting_for_its_tracker_and_what_replay_would_send_once_it_was_killed(tmp_path):
-    server = MlflowServer(str(tmp_path))
+def test_status_shows_a_live_run_waiting_for_its_tracker_and_what_replay_would_send_once_it_was_killed(
+        tmp_path, postgres):
+    server = MlflowServer(str(tmp_path), postgres.database())
     server.start()
     try:
         (tmp_path / "train.py").write_text(STALLED)

@@ -1,8 +1,10 @@
 """Delivers spooled records to one backend run: batching, retry with backoff, isolation of rejected records.
 
 Written once for every backend; a backend only says how to deliver a batch, how to make it durable, and which
-errors are permanent. A batch is marked delivered only after ``deliver`` and ``flush`` both returned (the
-contract in :mod:`tracelet_otel.backends`). The counters live in the spool, so they survive the process.
+errors are permanent. Every batch first waits for its turn under the delivery process's
+:class:`~tracelet_otel.delivery.limit.ConcurrencyLimit`, shared by the senders of all its runs. A batch is
+marked delivered only after ``deliver`` and ``flush`` both returned (the contract in
+:mod:`tracelet_otel.backends`). The counters live in the spool, so they survive the process.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tracelet_otel._backend import BackendRun
 from tracelet_otel._logging import OnceLogger
 from tracelet_otel.delivery.backoff import Backoff
 from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
+from tracelet_otel.delivery.limit import ConcurrencyLimit
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.errors import PayloadMissing, RecordRejected
 from tracelet_otel.records import Record
@@ -27,9 +30,11 @@ _OUTAGE = "outage"  # the OnceLogger key of the warning that the backend is unav
 
 
 class Sender:
-    def __init__(self, spool: Spool, backend_run: BackendRun) -> None:
+    def __init__(self, spool: Spool, backend_run: BackendRun, limit: ConcurrencyLimit | None = None) -> None:
+        """``limit``: shared with the other senders towards the same tracker; a sender alone gets its own."""
         self._spool = spool
         self._run = backend_run
+        self._limit = limit or ConcurrencyLimit()
         self.counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -100,11 +105,22 @@ class Sender:
         finally:
             self._save_counters()
 
-    def _attempt(self, batch: list[tuple[int, Record]]) -> bool:
+    def _send(self, batch: list[tuple[int, Record]]) -> None:
+        """Deliver ``batch`` and make it durable, in its turn; raises what the backend raised."""
         records = [record for _, record in batch]
+        oldest = min(record.wall_time for record in records)
+        with self._limit.permit(oldest, full=len(records) >= self._run.max_batch) as permit:
+            try:
+                self._run.deliver(records, batch[-1][0])
+                self._run.flush()
+            except Exception as error:
+                if not self._is_permanent(error):
+                    permit.failed()
+                raise
+
+    def _attempt(self, batch: list[tuple[int, Record]]) -> bool:
         try:
-            self._run.deliver(records, batch[-1][0])
-            self._run.flush()
+            self._send(batch)
         except Exception as error:
             if not self._is_permanent(error):
                 self.counters.add(retried=len(batch))
@@ -127,8 +143,7 @@ class Sender:
         """
         for seq, record in batch:
             try:
-                self._run.deliver([record], seq)
-                self._run.flush()
+                self._send([(seq, record)])
                 self.counters.add(delivered=1)
             except Exception as error:
                 if not self._is_permanent(error):

@@ -50,6 +50,7 @@ from tracelet_otel._child import (
 )
 from tracelet_otel._logging import OnceLogger
 from tracelet_otel.delivery.backoff import Backoff
+from tracelet_otel.delivery.limit import ConcurrencyLimit
 from tracelet_otel.delivery.sender import Sender
 from tracelet_otel.delivery.spool import Spool
 from tracelet_otel.layout import spool_lock_path
@@ -172,7 +173,7 @@ class _SpoolDelivery(threading.Thread):
     def _deliver(self, spool: Spool, backend_run: BackendRun) -> None:
         channel = self._process.channel
         channel.send(Opened(self.path, BackendRunHandle.of(self._process.backend, backend_run)))
-        sender = Sender(spool, backend_run)
+        sender = Sender(spool, backend_run, self._process.limit)
         try:
             while not self._process.stopping.is_set():
                 self._wake.wait(END_POLL_S)
@@ -233,6 +234,7 @@ class _DeliveryProcess:
         self.backend = backend
         self.bridge = bridge
         self.stopping = threading.Event()
+        self.limit = ConcurrencyLimit()  # one tracker, however many runs it delivers
         self._deliveries: dict[str, _SpoolDelivery] = {}
         self._lock = threading.Lock()
 

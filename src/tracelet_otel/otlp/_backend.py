@@ -1,7 +1,8 @@
 """The otlp backend: records travel as our span events over OTLP, to a collector that routes them on.
 
-The run's records become spans exactly as the agent emits them (``SpanBuilder.record_span``), at most
-``EVENTS_PER_SPAN`` a span, each event with its sequence number in the run's spool (``tracelet.record.seq``), so that
+The run's records become spans exactly as the agent emits them (``SpanBuilder.record_span``), all in the run's
+one trace (``run_trace_id``: what a collector's ``loadbalancing`` exporter routes by), at most ``EVENTS_PER_SPAN``
+a span, each event with its sequence number in the run's spool (``tracelet.record.seq``), so that
 a receiver stores a record sent twice once. ``finish`` sends the run's end as an event of its own. An export
 that fails raises: the spool keeps the records and the sender retries them with backoff.
 """
@@ -21,7 +22,7 @@ from tracelet_otel.otlp._exporter import OPTIONS, OtlpSettings, export_errors
 from tracelet_otel.records import Record
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.providers import make_resource
-from tracelet_otel.telemetry.spans import EVENTS_PER_SPAN, SpanBuilder
+from tracelet_otel.telemetry.spans import EVENTS_PER_SPAN, SpanBuilder, run_trace_id
 
 __all__ = ["OtlpBackend", "OtlpRun"]
 
@@ -34,7 +35,7 @@ class OtlpRun(BackendRun):
         self._run_id = run.run_id
         self._settings = settings
         self._exporter = settings.exporter()
-        self._spans = SpanBuilder(make_resource(run.project, run.exp_name, run.run_id))
+        self._spans = SpanBuilder(make_resource(run.project, run.exp_name, run.run_id), run_trace_id(run.run_id))
         self._errors = export_errors()
         # The sequence number of the last record sent, for the end record. Unknown when a replay found nothing
         # left to send; the end record then says nothing and the receiver ends the run once it delivered all.

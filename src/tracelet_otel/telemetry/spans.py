@@ -10,6 +10,7 @@ whole, a span costs one object per event, less than half of what ``Span.add_even
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from opentelemetry.sdk.resources import Resource
@@ -22,7 +23,7 @@ from tracelet_otel.records import Record, SourcePosition
 from tracelet_otel.telemetry import events, semconv
 from tracelet_otel.version import __version__
 
-__all__ = ["EVENTS_PER_SPAN", "SpanBuilder"]
+__all__ = ["EVENTS_PER_SPAN", "SpanBuilder", "run_trace_id"]
 
 EVENTS_PER_SPAN = 256
 
@@ -30,12 +31,21 @@ _SCOPE = InstrumentationScope("tracelet_otel", __version__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-class SpanBuilder:
-    """Ended spans of one resource, each a new trace, spanning its events' timestamps (TensorBoard's clock)."""
+def run_trace_id(run_id: str) -> int:
+    """The one trace id of a run's spans on the collector route, the same from every process and attempt of the
+    run: a collector's ``loadbalancing`` exporter routes by trace id by default, so all of a run reaches one
+    bridge replica."""
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:16], "big") or 1
 
-    def __init__(self, resource: Resource) -> None:
+
+class SpanBuilder:
+    """Ended spans of one resource, spanning their events' timestamps (TensorBoard's clock): each a new trace, or
+    all in the one ``trace_id``."""
+
+    def __init__(self, resource: Resource, trace_id: int | None = None) -> None:
         self._resource = resource
         self._ids = RandomIdGenerator()
+        self._trace_id = trace_id
 
     def record_span(self, records: Sequence[Record], first_seq: int | None = None,
                     position: SourcePosition | None = None) -> ReadableSpan:
@@ -56,7 +66,7 @@ class SpanBuilder:
     def span(self, name: str, span_events: Sequence[Event], attributes: dict[str, str | int] | None = None,
              ) -> ReadableSpan:
         times = [event.timestamp for event in span_events]
-        context = SpanContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
-                              trace_flags=_SAMPLED)
+        context = SpanContext(self._trace_id or self._ids.generate_trace_id(), self._ids.generate_span_id(),
+                              is_remote=False, trace_flags=_SAMPLED)
         return ReadableSpan(name, context, resource=self._resource, attributes=attributes, events=span_events,
                             start_time=min(times), end_time=max(times), instrumentation_scope=_SCOPE)
