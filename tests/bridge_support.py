@@ -312,24 +312,28 @@ def running(*services: Any) -> Iterator[None]:
 
 class LoadGenerator:
     """Many runs at once, as their jobs' ``otlp`` backends send them, without training processes: each run an
-    ``OtlpRun`` (the records it spools become spans and an end, exactly as a job's), ``threads`` sending side by
-    side, every run's records in requests of ``batch`` in turn, so that all runs are in progress together."""
+    ``OtlpRun`` per endpoint (the records it spools become spans and an end, exactly as a job's), ``threads``
+    sending side by side, every run's records in requests of ``batch`` in turn, so that all runs are in progress
+    together."""
 
-    def __init__(self, endpoint: str, runs: int, scalars: int, *, batch: int = 250, threads: int = 8,
-                 prefix: str = "load") -> None:
-        from tracelet_otel._backend import RunInfo
-        from tracelet_otel.otlp import OtlpBackend
-
+    def __init__(self, runs: int, scalars: int, *, batch: int = 250, threads: int = 8, prefix: str = "load") -> None:
         self.run_ids = [f"{prefix}-{number:04d}" for number in range(runs)]
         self.scalars = scalars
         self._batch = batch
         self._threads = threads
-        self._runs = {run_id: OtlpBackend().open_run(RunInfo(run_id, run_id, "load"), {
-            "otlp_endpoint": endpoint, "otlp_protocol": "grpc", "otlp_insecure": True, "otlp_timeout": 60})
-            for run_id in self.run_ids}
+        self._senders: dict[tuple[str, str], Any] = {}
         self.started = time.time()
         # When each request of each run was accepted: (run id, last seq, time.time()).
         self.accepted: list[tuple[str, int, float]] = []
+
+    def _sender(self, endpoint: str, run_id: str) -> Any:
+        from tracelet_otel._backend import RunInfo
+        from tracelet_otel.otlp import OtlpBackend
+
+        if (endpoint, run_id) not in self._senders:
+            self._senders[endpoint, run_id] = OtlpBackend().open_run(RunInfo(run_id, run_id, "load"), {
+                "otlp_endpoint": endpoint, "otlp_protocol": "grpc", "otlp_insecure": True, "otlp_timeout": 60})
+        return self._senders[endpoint, run_id]
 
     def records(self, run_id: str) -> list[Any]:
         from tracelet_otel.records import Record, RecordKind
@@ -342,13 +346,12 @@ class LoadGenerator:
         return Counter(("loss", record.step, comparable(record.value), int(record.wall_time * 1000))
                        for record in self.records(run_id))
 
-    def send(self, end: bool = True, runs: list[str] | None = None, through: int | None = None,
-             start: int = 0) -> None:
-        """Send records ``start`` up to ``through`` of each run (all by default), then each run's end."""
+    def send(self, endpoint: str, *, start: int = 0, through: int | None = None, end: bool = True) -> None:
+        """Send records ``start`` up to ``through`` of every run (all by default) to ``endpoint``, then, with
+        ``end``, each run's end."""
         import concurrent.futures
 
-        chosen = runs or self.run_ids
-        records = {run_id: self.records(run_id)[start:through] for run_id in chosen}
+        records = {run_id: self.records(run_id)[start:through] for run_id in self.run_ids}
 
         def run_share(share: list[str]) -> None:
             for offset in range(0, max(len(batch) for batch in records.values()), self._batch):
@@ -356,13 +359,13 @@ class LoadGenerator:
                     part = records[run_id][offset:offset + self._batch]
                     if part:
                         last = start + offset + len(part)
-                        self._runs[run_id].deliver(part, last)
+                        self._sender(endpoint, run_id).deliver(part, last)
                         self.accepted.append((run_id, last, time.time()))
             if end:
                 for run_id in share:
-                    self._runs[run_id].finish("FINISHED")
+                    self._sender(endpoint, run_id).finish("FINISHED")
 
         with concurrent.futures.ThreadPoolExecutor(self._threads) as pool:
-            for done in [pool.submit(run_share, chosen[index::self._threads]) for index in range(self._threads)]:
+            shares = [self.run_ids[index::self._threads] for index in range(self._threads)]
+            for done in [pool.submit(run_share, share) for share in shares if share]:
                 done.result()
-

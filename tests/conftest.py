@@ -60,10 +60,14 @@ class PostgresServer:
                   "start")
 
     def database(self) -> str:
-        """A new, empty database; its SQLAlchemy URI (the driver MLflow needs named)."""
+        """A new, empty database: its libpq URI."""
         name = f"db{next(self._names)}"
         self._run(f"{POSTGRES_BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def mlflow_database(self) -> str:
+        """A new, empty database for ``mlflow server``: its SQLAlchemy URI, which names the driver MLflow needs."""
+        return self.database().replace("postgresql://", "postgresql+psycopg2://", 1)
 
     def stop(self) -> None:
         subprocess.run([*self._as_owner, f"{POSTGRES_BIN}/pg_ctl", "-D", os.path.join(self.directory, "data"),
@@ -135,7 +139,7 @@ class MlflowServer:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory, postgres) -> Iterator[MlflowServer]:
     """An ``mlflow server`` on PostgreSQL, shared by the tests that only log to a server."""
-    server = MlflowServer(str(tmp_path_factory.mktemp("mlflow-server")), postgres.database())
+    server = MlflowServer(str(tmp_path_factory.mktemp("mlflow-server")), postgres.mlflow_database())
     server.start()
     yield server
     server.stop()

@@ -17,13 +17,13 @@ def finished_runs(store: MlflowStore) -> dict[str, str]:
 
 def test_a_hundred_runs_at_once_reach_mlflow_on_postgresql_every_point_once_and_no_request_times_out(
         tmp_path, postgres):
-    server = MlflowServer(str(tmp_path), postgres.database(), workers=2)
+    server = MlflowServer(str(tmp_path), postgres.mlflow_database(), workers=2)
     server.start()
     bridge = Bridge(str(tmp_path), server.uri)
     with running(bridge, server):
         bridge.start()
-        load = LoadGenerator(bridge.grpc, runs=100, scalars=500)
-        load.send()
+        load = LoadGenerator(runs=100, scalars=500)
+        load.send(bridge.grpc)
         store = MlflowStore(server.uri)
         finished = wait_until(lambda: len(finished_runs(store)) == 100 and finished_runs(store), 300,
                               "every run to be FINISHED")
@@ -31,3 +31,37 @@ def test_a_hundred_runs_at_once_reach_mlflow_on_postgresql_every_point_once_and_
             assert store.metric_points(finished[run_id]) == load.expected(run_id), run_id
         log = bridge.read_log()
         assert "unavailable" not in log and "could not end" not in log, log
+
+
+def replica(tmp_path, name: str, tracking_uri: str, state: str) -> Bridge:
+    directory = tmp_path / name
+    directory.mkdir(exist_ok=True)
+    return Bridge(str(directory), tracking_uri, "--state", state)
+
+
+def test_two_replicas_sharing_their_state_make_one_run_exact_when_a_run_moves_and_one_replica_is_killed(
+        tmp_path, postgres):
+    server = MlflowServer(str(tmp_path), postgres.mlflow_database(), workers=2)
+    server.start()
+    state = postgres.database()
+    first, second = replica(tmp_path, "bridge-0", server.uri, state), replica(tmp_path, "bridge-1", server.uri, state)
+    with running(first, second, server):
+        first.start()
+        second.start()
+        load = LoadGenerator(runs=4, scalars=1500, prefix="moved")
+        load.send(first.grpc, through=500, end=False)
+        load.send(second.grpc, start=500, through=1000, end=False)  # a rehash: the runs go on at the other
+        first.kill()  # mid-run: it may hold the runs' leases and records the second one received
+        restarted = replica(tmp_path, "bridge-0", server.uri, state)
+        with running(restarted):
+            restarted.start()
+            load.send(restarted.grpc, start=1000, through=1200, end=False)  # back again
+            load.send(second.grpc, start=1200)  # and the end at the other
+            store = MlflowStore(server.uri)
+            finished = wait_until(lambda: len(finished_runs(store)) == 4 and finished_runs(store), 180,
+                                  "every run to be FINISHED")
+            for run_id in load.run_ids:
+                assert store.metric_points(finished[run_id]) == load.expected(run_id), run_id
+            experiments = [experiment.experiment_id for experiment in store.client.search_experiments()]
+            assert len(store.client.search_runs(experiments)) == 4  # one MLflow run per run, never a second
+            assert second.health()["records"]["spooled"] > 0 and restarted.health()["records"]["spooled"] > 0

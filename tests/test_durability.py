@@ -45,7 +45,7 @@ TRAINING = textwrap.dedent("""
 
 @pytest.fixture
 def server(tmp_path, postgres):
-    server = MlflowServer(str(tmp_path), postgres.database())
+    server = MlflowServer(str(tmp_path), postgres.mlflow_database())
     server.start()
     yield server
     server.stop()

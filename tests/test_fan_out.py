@@ -32,7 +32,7 @@ def spooled_and_undelivered(run: tracelet_otel.Run, backend: str) -> tuple[int, 
 
 
 def test_a_tracker_that_is_down_delays_nothing_for_the_others(offline_trackers, tmp_path, postgres):
-    server = MlflowServer(str(tmp_path), postgres.database())
+    server = MlflowServer(str(tmp_path), postgres.mlflow_database())
     server.start()
     try:
         run = tracelet_otel.start_logging("fan-out", "tracelet-tests", backend=["mlflow", "wandb", "clearml"],

@@ -106,7 +106,7 @@ def status(directory) -> str:
 
 def test_status_shows_a_live_run_waiting_for_its_tracker_and_what_replay_would_send_once_it_was_killed(
         tmp_path, postgres):
-    server = MlflowServer(str(tmp_path), postgres.database())
+    server = MlflowServer(str(tmp_path), postgres.mlflow_database())
     server.start()
     try:
         (tmp_path / "train.py").write_text(STALLED)

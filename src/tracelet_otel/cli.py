@@ -140,6 +140,10 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--max-request-size", default="16MiB", help="larger requests are refused (default 16MiB)")
     serve.add_argument("--silence-timeout", type=float, default=3600.0,
                        help="end a run KILLED when its job sent nothing for this many seconds (default 3600)")
+    serve.add_argument("--state", metavar="postgresql://HOST:PORT/DATABASE",
+                       help="keep the spools and the runs' state in this PostgreSQL database, shared by every "
+                       "replica behind one collector (password from PGPASSWORD or ~/.pgpass); default: files in "
+                       "--spool-dir")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -158,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
         backends=tuple(dict.fromkeys(args.backend)), grpc_endpoint=parse_endpoint(args.grpc_endpoint),
         http_endpoint=parse_endpoint(args.http_endpoint), spool_dir=args.spool_dir,
         artifact_stores=tuple(args.artifact_store), token=token or None, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, max_request_bytes=size, silence_s=args.silence_timeout))
+        tls_key=args.tls_key, max_request_bytes=size, silence_s=args.silence_timeout, state=args.state))
 
 
 

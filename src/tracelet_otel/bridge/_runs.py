@@ -1,4 +1,5 @@
-"""The bridge's runs: a spool per run and backend under ``<spool-dir>/runs/<run id>/``, and when each run ends.
+"""The bridge's runs: a spool per run and backend under ``<spool-dir>/runs/<run id>/``, or in the PostgreSQL
+database that bridge replicas share (``--state``; ``tracelet_otel.delivery.postgres``), and when each run ends.
 
 A run's spools are created by the first record that names it, each with the run's ``Delivery`` (backend,
 options, who the run is) and no backend run yet: the delivery process (``python -m tracelet_otel.delivery
@@ -7,7 +8,9 @@ it again. Records are appended once per sequence number
 (``Spool.append_new``), before the request that carried them is acknowledged.
 
 A run ends when the job's end record has come and every record up to the sequence number it names has arrived
-(collectors retry and reorder), or, with ``KILLED``, after a silence: then a later record opens it again.
+(collectors retry and reorder; ``recorded_end``), or, with ``KILLED``, after a silence (records reaching any
+replica count): then a later record opens it again. With replicas, the replica that holds a run's lease
+delivers it and ends it, wherever its end record arrived.
 """
 
 from __future__ import annotations
@@ -25,25 +28,24 @@ from typing import Any
 from tracelet_otel._backend import RunInfo
 from tracelet_otel._child import Deliver, Ended, Finish, Message, Opened
 from tracelet_otel.bridge._decode import RunBatch, RunEnd
+from tracelet_otel.delivery import postgres
 from tracelet_otel.delivery.counters import spool_counters
 from tracelet_otel.delivery.processes import DeliveryProcesses
-from tracelet_otel.delivery.spool import Spool
-from tracelet_otel.delivery.worker import DELIVERY_KEY, FINISHED_KEY, Delivery
+from tracelet_otel.delivery.spool import DeliverySpool, open_spool
+from tracelet_otel.delivery.worker import DELIVERY_KEY, END_KEY, FINISHED_KEY, Delivery, recorded_end
 from tracelet_otel.layout import RUNS, RunDirectory
 from tracelet_otel.records import Record
 from tracelet_otel.reports import RunStatus
 
-__all__ = ["END_KEY", "Runs"]
+__all__ = ["Runs"]
 
 _logger = logging.getLogger("tracelet_otel.bridge")
-
-END_KEY = "end"  # spool meta: the job's end record, {"status", "records"}
 
 
 @dataclass
 class _Run:
     run_id: str
-    spools: dict[str, Spool]
+    spools: dict[str, DeliverySpool]
     last_seen: float
     end: RunEnd | None
     ending: dict[str, str] = field(default_factory=dict)  # backend -> the status it was told to end the run with
@@ -56,9 +58,14 @@ class _Run:
 
 
 class Runs:
-    def __init__(self, spool_dir: str, backend_options: Mapping[str, Mapping[str, Any]], silence_s: float) -> None:
+    def __init__(self, spool_dir: str, backend_options: Mapping[str, Mapping[str, Any]], silence_s: float,
+                 state: str | None = None) -> None:
+        """``state``: the PostgreSQL database (``postgresql://HOST:PORT/DATABASE``) the spools live in, shared
+        with the other replicas; else they are files under ``spool_dir``."""
         self._directory = os.path.join(os.path.abspath(spool_dir), RUNS)
-        os.makedirs(self._directory, exist_ok=True)
+        self._state = state
+        if state is None:
+            os.makedirs(self._directory, exist_ok=True)
         self._backend_options = backend_options
         self._silence_s = silence_s
         self._lock = threading.RLock()
@@ -69,7 +76,7 @@ class Runs:
     def resume(self) -> int:
         """Take up the runs a previous bridge left unended or undelivered; returns how many."""
         with self._lock:
-            for run_id in sorted(os.listdir(self._directory)):
+            for run_id in self._run_ids():
                 run = self._load(run_id, None)
                 if run is None:
                     continue
@@ -108,18 +115,29 @@ class Runs:
                 self._forget(run)  # a resend for a run that is over
             return stored
 
+    def _location(self, run_id: str, backend: str) -> str:
+        if self._state is not None:
+            return f"{self._state}#{run_id}/{backend}"
+        return RunDirectory(os.path.join(self._directory, run_id)).spool(backend)
+
+    def _run_ids(self) -> list[str]:
+        if self._state is not None:
+            return sorted({_run_id(f"{self._state}#{name}") for name in postgres.spool_names(self._state)})
+        return sorted(os.listdir(self._directory))
+
     def _load(self, run_id: str, batch: RunBatch | None) -> _Run | None:
         """The run's spools; created from ``batch`` when the run is new. None for a directory that is no run."""
-        directory = RunDirectory(os.path.join(self._directory, run_id))
-        if batch is None and not os.path.isdir(directory.path):
-            return None
-        os.makedirs(directory.path, exist_ok=True)
-        spools: dict[str, Spool] = {}
+        if self._state is None:
+            directory = os.path.join(self._directory, run_id)
+            if batch is None and not os.path.isdir(directory):
+                return None
+            os.makedirs(directory, exist_ok=True)
+        spools: dict[str, DeliverySpool] = {}
         for backend, options in self._backend_options.items():
-            path = directory.spool(backend)
-            if batch is None and not os.path.exists(path):
+            location = self._location(run_id, backend)
+            if batch is None and self._state is None and not os.path.exists(location):
                 continue
-            spool = spools[backend] = Spool(path)
+            spool = spools[backend] = open_spool(location)
             if spool.get_meta(DELIVERY_KEY) is None:
                 if batch is None:  # created and left before the first record was in it
                     spools.pop(backend).close()
@@ -143,9 +161,8 @@ class Runs:
         for backend, spool in run.spools.items():
             if run.ending.get(backend) == run.end.status or backend in run.ended:
                 continue
-            if run.end.records is not None and spool.received_through() < run.end.records:
-                continue  # records the collector has yet to (re)send
-            self._end(run, backend, run.end.status)
+            if recorded_end(spool) is not None:  # else records the collector has yet to (re)send
+                self._end(run, backend, run.end.status)
 
     def _end(self, run: _Run, backend: str, status: str) -> None:
         run.ending[backend] = status
@@ -157,7 +174,7 @@ class Runs:
         with self._lock:
             now = time.monotonic()
             for run in list(self._runs.values()):
-                if now - run.last_seen < self._silence_s:
+                if now - run.last_seen < self._silence_s or self._heard_elsewhere(run, now):
                     continue
                 for backend, spool in run.spools.items():
                     if backend in run.ending or backend in run.ended:
@@ -170,6 +187,14 @@ class Runs:
                                         run.run_id, self._silence_s)
                     self._end(run, backend, run.end.status if run.end else RunStatus.KILLED)
 
+    def _heard_elsewhere(self, run: _Run, now: float) -> bool:
+        """Whether the run's records reached another replica during the silence this one heard."""
+        if self._state is None:
+            return False
+        received = max((spool.received_at() or 0.0 for spool in run.spools.values()), default=0.0)
+        run.last_seen = max(run.last_seen, now - (time.time() - received))
+        return now - run.last_seen < self._silence_s
+
     def _on_message(self, backend: str, message: Message) -> None:
         if isinstance(message, Opened):
             _logger.info("tracelet-otel bridge: run %s -> %s %s", _run_id(message.spool), backend,
@@ -181,9 +206,12 @@ class Runs:
         _logger.info("tracelet-otel bridge: run %s ended %s in %s", run_id, message.status, backend)
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or run.ending.get(backend) != message.status:
+            if run is None:
+                return
+            asked = run.ending.get(backend) or (run.end.status if run.end else None)
+            if asked != message.status:
                 return  # an end overtaken by a later one (the job's own end after a KILLED)
-            del run.ending[backend]
+            run.ending.pop(backend, None)  # absent when another replica's end record ended it
             run.ended.add(backend)
             if run.ended == set(run.spools):
                 self._forget(run)
@@ -233,5 +261,7 @@ class Runs:
             self._runs.clear()
 
 
-def _run_id(spool_path: str) -> str:
-    return RunDirectory(os.path.dirname(spool_path)).run_id
+def _run_id(location: str) -> str:
+    if location.startswith(postgres.SCHEME):
+        return location.partition("#")[2].rpartition("/")[0]
+    return RunDirectory(os.path.dirname(location)).run_id

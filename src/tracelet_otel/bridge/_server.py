@@ -33,6 +33,7 @@ from tracelet_otel.bridge._receiver import BridgeCounters, Receiver
 from tracelet_otel.bridge._runs import Runs
 from tracelet_otel.bridge._trust import TrustedStores
 from tracelet_otel.config import Options
+from tracelet_otel.delivery import postgres
 from tracelet_otel.errors import ConfigurationError, MalformedRequest, TraceletError
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.providers import make_meter_provider
@@ -62,6 +63,7 @@ class BridgeConfig:
     tls_key: str | None = None
     max_request_bytes: int = 16 * 2**20
     silence_s: float = 3600.0
+    state: str | None = None  # a PostgreSQL database shared by replicas
 
 
 def parse_endpoint(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -251,7 +253,9 @@ def serve(config: BridgeConfig) -> int:
         signal.signal(signal_number, lambda *_: stop.set())
     backend_options = {name: dict(Options.resolve(None, load_backend(name).options).backend_options or {})
                        for name in config.backends}
-    runs = Runs(config.spool_dir, backend_options, config.silence_s)
+    if config.state is not None and not config.state.startswith(postgres.SCHEME):
+        raise ConfigurationError(f"--state must be a {postgres.SCHEME} URI, not {config.state!r}")
+    runs = Runs(config.spool_dir, backend_options, config.silence_s, config.state)
     resumed = runs.resume()
     trusted = TrustedStores(config.artifact_stores)
     receiver = Receiver(runs, trusted, BridgeCounters())
@@ -280,7 +284,8 @@ def serve(config: BridgeConfig) -> int:
         raise
     _logger.info("tracelet-otel bridge: OTLP on grpc %s:%d and http %s:%d%s; delivering to %s from %s (%d runs "
                  "taken up); payloads trusted from %s", *config.grpc_endpoint, *config.http_endpoint,
-                 " with TLS" if config.tls_cert else "", ", ".join(config.backends), config.spool_dir, resumed,
+                 " with TLS" if config.tls_cert else "", ", ".join(config.backends), config.state or config.spool_dir,
+                 resumed,
                  ", ".join(trusted.urls) or "no store")
     while not stop.wait(SILENCE_CHECK_S):
         runs.end_silent_runs()

@@ -14,7 +14,7 @@ from opentelemetry.metrics import Observation
 from tracelet_otel.reports import DropReason
 
 if TYPE_CHECKING:
-    from tracelet_otel.delivery.spool import Spool
+    from tracelet_otel.delivery.spool import DeliverySpool
 
 __all__ = ["COUNTERS_KEY", "SPOOL_FULL_KEY", "DeliveryCounters", "delivery_observations", "spool_counters"]
 
@@ -58,7 +58,7 @@ COUNTERS_KEY = "counters"  # spool meta, written by the sender in the delivery w
 SPOOL_FULL_KEY = "dropped_spool_full"  # spool meta, written by the exporter (a process of its own)
 
 
-def spool_counters(spool: Spool) -> DeliveryCounters:
+def spool_counters(spool: DeliverySpool) -> DeliveryCounters:
     """Everything counted for one spool, by whichever process counted it."""
     counters = DeliveryCounters.from_dict(spool.get_meta(COUNTERS_KEY))
     full = spool.get_meta(SPOOL_FULL_KEY)
@@ -67,7 +67,7 @@ def spool_counters(spool: Spool) -> DeliveryCounters:
     return counters
 
 
-def delivery_observations(backend: str, spool: Spool) -> Iterator[Observation]:
+def delivery_observations(backend: str, spool: DeliverySpool) -> Iterator[Observation]:
     """The ``tracelet.delivery.records`` counter for one backend, read from its spool (cumulative)."""
     counters = spool_counters(spool)
     yield Observation(spool.total(), {"backend": backend, "outcome": "spooled"})

@@ -18,7 +18,7 @@ from tracelet_otel._logging import OnceLogger
 from tracelet_otel.delivery.backoff import Backoff
 from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
 from tracelet_otel.delivery.limit import ConcurrencyLimit
-from tracelet_otel.delivery.spool import Spool
+from tracelet_otel.delivery.spool import DeliverySpool
 from tracelet_otel.errors import PayloadMissing, RecordRejected
 from tracelet_otel.records import Record
 from tracelet_otel.reports import DropReason
@@ -30,7 +30,7 @@ _OUTAGE = "outage"  # the OnceLogger key of the warning that the backend is unav
 
 
 class Sender:
-    def __init__(self, spool: Spool, backend_run: BackendRun, limit: ConcurrencyLimit | None = None) -> None:
+    def __init__(self, spool: DeliverySpool, backend_run: BackendRun, limit: ConcurrencyLimit | None = None) -> None:
         """``limit``: shared with the other senders towards the same tracker; a sender alone gets its own."""
         self._spool = spool
         self._run = backend_run

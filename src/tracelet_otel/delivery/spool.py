@@ -16,6 +16,10 @@ spool's own positions and neither loses nor doubles a record.
 Records that arrive with a key (the bridge: the sequence number the job's spool gave each record) are stored
 once however often they arrive (``append_new``). Keys are dense, so the spool remembers them as a watermark,
 every key up to it received, plus the keys received above it: a few numbers while records arrive in order.
+
+One process delivers a spool at a time: the one holding its lock (``try_lock``). Bridge replicas keep their
+spools in PostgreSQL instead (``tracelet_otel.delivery.postgres``), with the same methods: ``open_spool`` opens
+either from its location.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ import json
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any, Protocol
 
+from tracelet_otel._child import try_lock
 from tracelet_otel.errors import TraceletError
+from tracelet_otel.layout import spool_lock_path
 from tracelet_otel.records import Record, RecordKind, SourcePosition
 from tracelet_otel.telemetry import events, semconv
 
-__all__ = ["Spool"]
+__all__ = ["DeliverySpool", "Lease", "Spool", "open_spool", "record_of", "row_of"]
 
 # The payload hash of a row (semconv.BLOB_SHA256 in its extra), as the index and its query both spell it. The
 # extra of a NaN scalar is not strict JSON, which json_extract refuses, so it is tested first.
@@ -48,6 +55,7 @@ CREATE TABLE IF NOT EXISTS received (key INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, offset INTEGER NOT NULL, fingerprint TEXT NOT NULL);
 """
 _DELIVERED = "delivered_seq"
+_RECEIVED_AT = "received_at"
 _RECEIVED_THROUGH = "received_through"
 _NUMBERED_AFTER = "numbered_after"
 _KINDS = {kind.value: kind for kind in RecordKind}
@@ -56,7 +64,7 @@ FORMAT = 2  # 1: releases before 0.2.0, whose extra column had names of its own
 _INSERT = "INSERT INTO records (kind, tag, step, wall_time, value, writer, extra) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
-def _row(record: Record) -> tuple[Any, ...]:
+def row_of(record: Record) -> tuple[Any, ...]:
     extra = events.optional_attributes(record)
     value = record.value
     if value is not None and math.isnan(value):  # sqlite would store it as NULL
@@ -65,7 +73,7 @@ def _row(record: Record) -> tuple[Any, ...]:
             json.dumps(extra, allow_nan=True) if extra else None)
 
 
-def _record(row: tuple[Any, ...]) -> Record:
+def record_of(row: tuple[Any, ...]) -> Record:
     _, kind, tag, step, wall_time, value, writer, extra = row
     if extra is None:  # what most rows are, a scalar: the columns are all its attributes (a third of the cost)
         return Record(_KINDS[kind], tag, step, wall_time, writer, tag, value)
@@ -77,6 +85,58 @@ def _record(row: tuple[Any, ...]) -> Record:
     record = events.decode(events.event_name(RecordKind(kind)), attributes)
     assert record is not None
     return record
+
+
+class Lease(Protocol):
+    """The right to deliver a spool, until ``close()``."""
+
+    def renew(self) -> bool:
+        """Keep it; False if it was lost (another process took it over)."""
+
+    def close(self) -> None: ...
+
+
+class DeliverySpool(Protocol):
+    """What delivery and the bridge use of a spool, in sqlite (:class:`Spool`) or in PostgreSQL."""
+
+    path: str
+
+    def try_lock(self) -> Lease | None: ...
+    def append_new(self, keyed: Iterable[tuple[int, Record]], seen: Iterable[int] = ()) -> int: ...
+    def received_through(self) -> int: ...
+    def received_at(self) -> float | None: ...
+    def pending(self, limit: int) -> list[tuple[int, Record]]: ...
+    def delivered_seq(self) -> int: ...
+    def mark_delivered(self, seq: int) -> None: ...
+    def number_after(self, seq: int) -> None: ...
+    def total(self) -> int: ...
+    def count(self, through_seq: int | None = None) -> int: ...
+    def get_meta(self, key: str) -> Any: ...
+    def set_meta(self, key: str, value: Any) -> None: ...
+    def compact(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_spool(location: str) -> DeliverySpool:
+    """The spool at ``location``: a sqlite file's path, or ``postgresql://HOST:PORT/DATABASE#NAME``."""
+    from tracelet_otel.delivery import postgres
+
+    if location.startswith(postgres.SCHEME):
+        return postgres.PostgresSpool(location)
+    return Spool(location)
+
+
+class _FileLease:
+    """The lock file of a spool; nobody can take it over while this process lives."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+
+    def renew(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class Spool:
@@ -107,6 +167,11 @@ class Spool:
             self._connections.append(connection)
         return connection
 
+    def try_lock(self) -> Lease | None:
+        """The spool's lock, or None while another process holds it."""
+        file = try_lock(spool_lock_path(self.path))
+        return None if file is None else _FileLease(file)
+
     def append(self, records: Iterable[Record], position: SourcePosition | None = None) -> int:
         """Append ``records``; returns how many were appended.
 
@@ -114,7 +179,7 @@ class Spool:
         recorded in the same transaction. Records of a position the spool has reached already are not appended
         again (0 is returned): a reader that resumes from an earlier position sends them a second time.
         """
-        rows = [_row(record) for record in records]
+        rows = [row_of(record) for record in records]
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -145,12 +210,14 @@ class Spool:
         db.execute("BEGIN IMMEDIATE")
         try:
             through = self._received_through(db)
-            rows = [_row(record) for key, record in keyed if key > through and self._first_arrival(db, key)]
+            rows = [row_of(record) for key, record in keyed if key > through and self._first_arrival(db, key)]
             for key in seen:
                 if key > through:
                     self._first_arrival(db, key)
             db.executemany(_INSERT, rows)
             self._advance_received(db, through)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       (_RECEIVED_AT, json.dumps(time.time())))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -160,6 +227,11 @@ class Spool:
     def received_through(self) -> int:
         """Every key up to this one has arrived."""
         return self._received_through(self._db())
+
+    def received_at(self) -> float | None:
+        """When keyed records last arrived (``time.time()``)."""
+        value = self.get_meta(_RECEIVED_AT)
+        return None if value is None else float(value)
 
     @staticmethod
     def _received_through(db: sqlite3.Connection) -> int:
@@ -185,7 +257,7 @@ class Spool:
     def pending(self, limit: int) -> list[tuple[int, Record]]:
         rows = self._db().execute("SELECT * FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                                   (self.delivered_seq(), limit)).fetchall()
-        return [(row[0], _record(row)) for row in rows]
+        return [(row[0], record_of(row)) for row in rows]
 
     def holds_blob(self, sha256: str) -> bool:
         """Whether a record waiting for delivery references the payload with this hash."""

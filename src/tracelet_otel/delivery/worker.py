@@ -31,6 +31,7 @@ import argparse
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -46,14 +47,13 @@ from tracelet_otel._child import (
     Opened,
     Ready,
     become_helper,
-    try_lock,
 )
 from tracelet_otel._logging import OnceLogger
+from tracelet_otel.delivery import postgres
 from tracelet_otel.delivery.backoff import Backoff
 from tracelet_otel.delivery.limit import ConcurrencyLimit
 from tracelet_otel.delivery.sender import Sender
-from tracelet_otel.delivery.spool import Spool
-from tracelet_otel.layout import spool_lock_path
+from tracelet_otel.delivery.spool import DeliverySpool, Lease, open_spool
 from tracelet_otel.reports import RunStatus
 
 __all__ = ["DELIVERY_KEY", "FINISHED_KEY", "Delivery", "main", "open_run"]
@@ -65,8 +65,10 @@ FINISHED_KEY = "finished"  # spool meta: the status the backend run was ended wi
 CREATING_KEY = "creating"  # spool meta: a backend run is being created and not recorded yet
 CONTINUED_KEY = "continued"  # spool meta: the run is a restarted job's, found in the tracker
 EVENT_FILES_KEY = "event_files"  # spool meta: {"root", "files"}, the captured writers' event files (the agent's)
+END_KEY = "end"  # spool meta: a bridge run's end record from its job, {"status", "records"}
 ORPHAN_TIMEOUT_S = 600.0
 END_POLL_S = 0.5
+SHARED_CHECK_S = 2.0  # how often the bridge's delivery of a run renews its lease and looks for the run's end
 T = TypeVar("T")
 
 
@@ -79,16 +81,24 @@ class Delivery:
     options: dict[str, Any]
     info: dict[str, Any]
 
-    def save(self, spool: Spool) -> None:
+    def save(self, spool: DeliverySpool) -> None:
         spool.set_meta(DELIVERY_KEY, {"backend": self.backend, "run": self.run, "options": self.options,
                                       "info": self.info})
 
     @classmethod
-    def load(cls, spool: Spool) -> Delivery:
+    def load(cls, spool: DeliverySpool) -> Delivery:
         return cls(**spool.get_meta(DELIVERY_KEY))
 
 
-def open_run(spool: Spool) -> BackendRun:
+def recorded_end(spool: DeliverySpool) -> str | None:
+    """The status a bridge run's end record asks for, once every record it names has arrived; else None."""
+    end = spool.get_meta(END_KEY)
+    if end is None or (end["records"] is not None and spool.received_through() < end["records"]):
+        return None
+    return str(end["status"])
+
+
+def open_run(spool: DeliverySpool) -> BackendRun:
     """Resume the spool's backend run, or create it and record it in the spool.
 
     A ``resumable`` run (the user chose its id) continues the tracker's run of that id where the tracker has one
@@ -135,25 +145,48 @@ class _SpoolDelivery(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
-        lock = self._attempt("take the lock of", lambda: try_lock(spool_lock_path(self.path)),
-                             "another process is delivering it")
-        if lock is None:
-            return
         try:
-            spool = Spool(self.path)
+            spool = self._attempt("open", lambda: open_spool(self.path), "")
+            if spool is None:
+                return
             try:
-                backend_run = self._attempt("open the run of", lambda: open_run(spool), "")
-                if backend_run is not None:
-                    self._deliver(spool, backend_run)
+                # Between replicas that is how it should be: the one delivering the run goes on, this one waits to
+                # take the run over should that one stop.
+                shared = self.path.startswith(postgres.SCHEME)
+                lease = self._attempt("take the lock of", spool.try_lock,
+                                      "another replica is delivering it" if shared else "another process is "
+                                      "delivering it", logging.INFO if shared else logging.WARNING)
+                if lease is None:
+                    return
+                try:
+                    if not self._ended_elsewhere(spool):
+                        backend_run = self._attempt("open the run of", lambda: open_run(spool), "")
+                        if backend_run is not None:
+                            self._deliver(spool, backend_run, lease)
+                finally:
+                    lease.close()
             finally:
                 spool.close()
         finally:
-            lock.close()
             self._process.left(self)
 
-    def _attempt(self, what: str, attempt: Callable[[], T | None], refusal: str) -> T | None:
-        """``attempt`` once for a job; for the bridge until it gives a value, backing off like the sender.
-        None if it never did (a job's failure is reported, the bridge stopped)."""
+    def _ended_elsewhere(self, spool: DeliverySpool) -> bool:
+        """For the bridge: whether another replica, which held the lease meanwhile, already ended the run as
+        asked and nothing waits. Then the run is not reopened, only reported ended."""
+        finished = spool.get_meta(FINISHED_KEY)
+        if not self._process.bridge or finished is None or spool.count():
+            return False
+        asked = self.finish.status if self.finish else recorded_end(spool)
+        if asked not in (None, finished):
+            return False
+        self._ended(spool, finished)
+        return True
+
+    def _attempt(self, what: str, attempt: Callable[[], T | None], refusal: str,
+                 level: int = logging.WARNING) -> T | None:
+        """``attempt`` once for a job; for the bridge until it gives a value, backing off like the sender (its
+        first ``refusal`` logged at ``level``). None if it never did (a job's failure is reported, the bridge
+        stopped)."""
         backoff = Backoff()
         while not self._process.stopping.is_set():
             try:
@@ -165,20 +198,29 @@ class _SpoolDelivery(threading.Thread):
             if not self._process.bridge:
                 self._process.channel.send(Failed(f"could not {what} {self.path}: {reason}", spool=self.path))
                 return None
-            self._warnings.warning(what, "tracelet-otel bridge: could not %s %s (%s); retrying", what, self.path,
-                                   reason)
+            self._warnings.log(level if reason == refusal else logging.WARNING, what,
+                               "tracelet-otel bridge: could not %s %s (%s); retrying", what, self.path, reason)
             self._process.stopping.wait(backoff.next())
         return None
 
-    def _deliver(self, spool: Spool, backend_run: BackendRun) -> None:
+    def _deliver(self, spool: DeliverySpool, backend_run: BackendRun, lease: Lease) -> None:
         channel = self._process.channel
         channel.send(Opened(self.path, BackendRunHandle.of(self._process.backend, backend_run)))
         sender = Sender(spool, backend_run, self._process.limit)
+        checked = time.monotonic()
         try:
             while not self._process.stopping.is_set():
                 self._wake.wait(END_POLL_S)
                 self._wake.clear()
                 sender.wake()
+                if self._process.bridge and time.monotonic() - checked > SHARED_CHECK_S:
+                    checked = time.monotonic()
+                    if not lease.renew():
+                        _logger.warning("tracelet-otel bridge: another replica took over %s", self.path)
+                        return
+                    if self.finish is None:  # the end may have reached another replica
+                        status = recorded_end(spool)
+                        self.finish = None if status is None else Finish(status, spool=self.path)
                 finish = self.finish
                 if finish is None:
                     continue
@@ -195,7 +237,7 @@ class _SpoolDelivery(threading.Thread):
         finally:
             sender.stop()
 
-    def _end(self, spool: Spool, backend_run: BackendRun, status: str) -> bool:
+    def _end(self, spool: DeliverySpool, backend_run: BackendRun, status: str) -> bool:
         """End the backend run and record it in the spool; False if the backend could not be reached."""
         event_files = spool.get_meta(EVENT_FILES_KEY)
         if event_files:
@@ -212,7 +254,7 @@ class _SpoolDelivery(threading.Thread):
         self._ended(spool, status)
         return True
 
-    def _discard(self, spool: Spool, backend_run: BackendRun) -> None:
+    def _discard(self, spool: DeliverySpool, backend_run: BackendRun) -> None:
         """Undo the run ``start_logging`` gave up on; a run that holds an earlier attempt's data is ended
         ``KILLED`` instead, as that attempt left it."""
         earlier = spool.total() > 0 or spool.get_meta(CONTINUED_KEY)
@@ -222,7 +264,7 @@ class _SpoolDelivery(threading.Thread):
             _logger.warning("tracelet-otel: could not undo the empty %s run: %s", backend_run.backend, error)
         self._ended(spool, RunStatus.KILLED if earlier else RunStatus.DISCARD)
 
-    def _ended(self, spool: Spool, status: str) -> None:
+    def _ended(self, spool: DeliverySpool, status: str) -> None:
         spool.set_meta(FINISHED_KEY, status)
         self.ended_status = status
         self._process.channel.send(Ended(self.path, status))
@@ -290,10 +332,10 @@ class _DeliveryProcess:
             delivery.join()
 
 
-def _waiting(path: str) -> bool:
-    if not os.path.exists(path):
+def _waiting(location: str) -> bool:
+    if not location.startswith(postgres.SCHEME) and not os.path.exists(location):
         return False
-    spool = Spool(path)
+    spool = open_spool(location)
     try:
         return spool.count() > 0
     finally:
