@@ -122,9 +122,10 @@ class Bridge(Service):
     """``tracelet-otel serve`` delivering to MLflow, with its spool in ``directory``."""
 
     def __init__(self, directory: str, tracking_uri: str, *arguments: str, environment: dict[str, str] | None = None,
-                 tls: tuple[str, str] | None = None):
+                 tls: tuple[str, str] | None = None, backends: tuple[str, ...] = ("mlflow",)):
         """``tls``: (certificate, key) files, in PEM; the certificate is also the CA the test trusts."""
         super().__init__(directory, "bridge")
+        self.backends = backends
         self.grpc_port, self.http_port = free_port(), free_port()
         self.arguments = arguments + (("--tls-cert", tls[0], "--tls-key", tls[1]) if tls else ())
         self.tracking_uri = tracking_uri
@@ -145,7 +146,8 @@ class Bridge(Service):
     def start(self) -> Bridge:
         environment = {**os.environ, "PYTHONPATH": self.directory, "MLFLOW_TRACKING_URI": self.tracking_uri,
                        **self._environment}
-        self._launch([os.path.join(BIN, "tracelet-otel"), "serve", "--backend", "mlflow",
+        self._launch([os.path.join(BIN, "tracelet-otel"), "serve",
+                      *(argument for backend in self.backends for argument in ("--backend", backend)),
                       "--grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
                       "--http-endpoint", f"127.0.0.1:{self.http_port}",
                       "--spool-dir", os.path.join(self.directory, "spool"), *self.arguments], environment)

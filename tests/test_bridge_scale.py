@@ -65,3 +65,24 @@ def test_two_replicas_sharing_their_state_make_one_run_exact_when_a_run_moves_an
             experiments = [experiment.experiment_id for experiment in store.client.search_experiments()]
             assert len(store.client.search_runs(experiments)) == 4  # one MLflow run per run, never a second
             assert second.health()["records"]["spooled"] > 0 and restarted.health()["records"]["spooled"] > 0
+
+
+def test_a_hundred_runs_at_once_reach_wandb_offline_whole_through_one_bridge(tmp_path, offline_trackers):
+    from tracelet_otel_wandb.testing import read_run
+
+    bridge = Bridge(str(tmp_path), "", backends=("wandb",))
+    with running(bridge):
+        bridge.start()
+        load = LoadGenerator(runs=100, scalars=200)
+        load.send(bridge.grpc)
+        wait_until(lambda: bridge.health()["delivered"] == 100 * 200 and bridge.health()["runs_in_progress"] == 0,
+                   600, "every record delivered and every run ended")
+    everything = list(range(200))
+    wandb_runs = {}
+    directories = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(directories) == 100  # one W&B run each, opened once
+    for directory in directories:
+        contents = read_run(str(directory))
+        wandb_runs[contents.summary["_tracelet_run_id"]] = sorted(row["global_step"] for row in contents.history
+                                                                 if "loss" in row)
+    assert wandb_runs == {run_id: everything for run_id in load.run_ids}
