@@ -319,7 +319,9 @@ class LoadGenerator:
     together."""
 
     def __init__(self, runs: int, scalars: int, *, batch: int = 250, threads: int = 8, prefix: str = "load") -> None:
+        """``prefix`` names the runs (``<prefix>-0000`` ...) and their project (an MLflow experiment)."""
         self.run_ids = [f"{prefix}-{number:04d}" for number in range(runs)]
+        self.project = prefix
         self.scalars = scalars
         self._batch = batch
         self._threads = threads
@@ -333,7 +335,7 @@ class LoadGenerator:
         from tracelet_otel.otlp import OtlpBackend
 
         if (endpoint, run_id) not in self._senders:
-            self._senders[endpoint, run_id] = OtlpBackend().open_run(RunInfo(run_id, run_id, "load"), {
+            self._senders[endpoint, run_id] = OtlpBackend().open_run(RunInfo(run_id, run_id, self.project), {
                 "otlp_endpoint": endpoint, "otlp_protocol": "grpc", "otlp_insecure": True, "otlp_timeout": 60})
         return self._senders[endpoint, run_id]
 
@@ -348,12 +350,14 @@ class LoadGenerator:
         return Counter(("loss", record.step, comparable(record.value), int(record.wall_time * 1000))
                        for record in self.records(run_id))
 
-    def send(self, endpoint: str, *, start: int = 0, through: int | None = None, end: bool = True) -> None:
-        """Send records ``start`` up to ``through`` of every run (all by default) to ``endpoint``, then, with
-        ``end``, each run's end."""
+    def send(self, *endpoints: str, start: int = 0, through: int | None = None, end: bool = True) -> None:
+        """Send records ``start`` up to ``through`` of every run (all by default), then, with ``end``, each run's
+        end. Each run goes to one of ``endpoints`` throughout (the n-th run to the n-th modulo their number), as a
+        collector's ``loadbalancing`` exporter keeps a run on one replica."""
         import concurrent.futures
 
         records = {run_id: self.records(run_id)[start:through] for run_id in self.run_ids}
+        endpoint_of = {run_id: endpoints[index % len(endpoints)] for index, run_id in enumerate(self.run_ids)}
 
         def run_share(share: list[str]) -> None:
             for offset in range(0, max(len(batch) for batch in records.values()), self._batch):
@@ -361,11 +365,11 @@ class LoadGenerator:
                     part = records[run_id][offset:offset + self._batch]
                     if part:
                         last = start + offset + len(part)
-                        self._sender(endpoint, run_id).deliver(part, last)
+                        self._sender(endpoint_of[run_id], run_id).deliver(part, last)
                         self.accepted.append((run_id, last, time.time()))
             if end:
                 for run_id in share:
-                    self._sender(endpoint, run_id).finish("FINISHED")
+                    self._sender(endpoint_of[run_id], run_id).finish("FINISHED")
 
         with concurrent.futures.ThreadPoolExecutor(self._threads) as pool:
             shares = [self.run_ids[index::self._threads] for index in range(self._threads)]

@@ -69,6 +69,12 @@ class PostgresServer:
         """A new, empty database for ``mlflow server``: its SQLAlchemy URI, which names the driver MLflow needs."""
         return self.database().replace("postgresql://", "postgresql+psycopg2://", 1)
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's: its backends are below it."""
+        with open(os.path.join(self.directory, "data", "postmaster.pid")) as file:
+            return int(file.readline())
+
     def stop(self) -> None:
         subprocess.run([*self._as_owner, f"{POSTGRES_BIN}/pg_ctl", "-D", os.path.join(self.directory, "data"),
                         "-m", "immediate", "stop"], capture_output=True, timeout=60)
@@ -110,6 +116,10 @@ class MlflowServer:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                              start_new_session=True)
         self._wait_healthy()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + 90

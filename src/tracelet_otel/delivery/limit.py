@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 __all__ = ["ConcurrencyLimit", "Permit"]
 
-INITIAL = 4
+INITIAL = 8
 SMALLEST = 1
 LARGEST = 32
-GOOD = 1.5  # a batch within this many times the fastest lately: the tracker has room
-CONGESTED = 2.5  # a batch past this many times: the tracker is queueing
+GOOD = 2.0  # a batch within this many times the fastest lately: the tracker has room
+CONGESTED = 4.0  # a batch past this many times: the tracker is queueing
 FORGET = 0.002  # how fast the fastest latency seen drifts up, per batch: trackers slow down as they fill
 SMOOTHING = 0.2
 
