@@ -28,7 +28,8 @@ def clock(monkeypatch) -> FakeClock:
 
 
 def send(limit: ConcurrencyLimit, clock: FakeClock, latency: float, *, failed: bool = False) -> None:
-    with limit.permit(oldest=0.0, full=True) as permit:
+    with limit.permit(oldest=0.0) as permit:
+        permit.judged = True
         clock.now += latency
         if failed:
             permit.failed()
@@ -64,7 +65,7 @@ def test_small_batches_do_not_judge_the_latency(clock):
     limit = ConcurrencyLimit(initial=4)
     send(limit, clock, 0.01)
     for _ in range(50):
-        with limit.permit(oldest=0.0, full=False):
+        with limit.permit(oldest=0.0):
             clock.now += 10.0
     assert limit.limit == 4
 
@@ -77,7 +78,7 @@ def test_no_more_batches_are_in_flight_than_the_limit_and_waiting_ones_go_oldest
 
     def batch(oldest: float) -> None:
         nonlocal most_in_flight
-        with limit.permit(oldest, full=False):
+        with limit.permit(oldest):
             most_in_flight = max(most_in_flight, limit.in_flight)
             order.append(oldest)
             release.wait()

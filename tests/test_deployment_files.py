@@ -18,6 +18,8 @@ import yaml
 from tracelet_otel.cli import parser
 from tracelet_otel.config import Options
 
+BRIDGE = "loadbalancing/bridge"  # the collector's exporter to the bridge replicas
+
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -72,12 +74,12 @@ def test_the_collector_routes_only_tracelet_spans_to_the_bridge_through_a_queue_
     (route,) = routing["table"]
     assert 'attributes["tracelet.run_id"] != nil' in route["statement"]
     (tracelet_pipeline,) = route["pipelines"]
-    assert pipelines[tracelet_pipeline]["exporters"] == ["otlp/bridge"]
-    assert "otlp/bridge" not in {exporter for name, pipeline in pipelines.items() if name != tracelet_pipeline
-                                 for exporter in pipeline["exporters"]}
+    assert pipelines[tracelet_pipeline]["exporters"] == [BRIDGE]
+    assert BRIDGE not in {exporter for name, pipeline in pipelines.items() if name != tracelet_pipeline
+                          for exporter in pipeline["exporters"]}
     assert routing["default_pipelines"] and tracelet_pipeline not in routing["default_pipelines"]
     assert "memory_limiter" in pipelines["traces"]["processors"]
-    queue = collector["exporters"]["otlp/bridge"]["sending_queue"]
+    queue = collector["exporters"][BRIDGE]["protocol"]["otlp"]["sending_queue"]
     assert queue["enabled"] and queue["storage"] in collector["service"]["extensions"]
     assert queue["storage"].startswith("file_storage")
     assert pipelines["metrics"]["exporters"] == ["prometheus"]
@@ -94,13 +96,14 @@ def test_the_training_job_sends_only_otlp_to_the_collector(services, collector):
     assert options.artifact_store.startswith("s3://")
 
 
-def test_the_collector_reaches_the_bridge_with_its_token(services, collector):
-    exporter = collector["exporters"]["otlp/bridge"]
-    host, port = exporter["endpoint"].rsplit(":", 1)
-    assert host in services
+def test_the_collector_spreads_runs_over_the_bridge_replicas_by_trace_id_with_its_token(services, collector):
+    exporter = collector["exporters"][BRIDGE]
+    assert exporter["routing_key"] == "traceID"  # the otlp backend sends each run in one trace
+    resolver = exporter["resolver"]["dns"]
+    assert resolver["hostname"] in services and services[resolver["hostname"]]["deploy"]["replicas"] >= 2
     arguments = serve_arguments(services)
-    assert arguments.grpc_endpoint == f"0.0.0.0:{port}"
-    assert exporter["headers"]["authorization"] == "Bearer ${env:TRACELET_OTEL_BRIDGE_TOKEN}"
+    assert arguments.grpc_endpoint == f"0.0.0.0:{resolver['port']}"
+    assert exporter["protocol"]["otlp"]["headers"]["authorization"] == "Bearer ${env:TRACELET_OTEL_BRIDGE_TOKEN}"
     token = services["tracelet-bridge"]["environment"]["TRACELET_OTEL_BRIDGE_TOKEN"]
     assert services["otel-collector"]["environment"]["TRACELET_OTEL_BRIDGE_TOKEN"] == token
 
@@ -110,6 +113,14 @@ def test_the_collector_publishes_its_otlp_receiver_and_the_prometheus_endpoint(s
                      collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
                      collector["exporters"]["prometheus"]["endpoint"]):
         assert published_port(services["otel-collector"], int(endpoint.rsplit(":", 1)[1]))
+
+
+def test_the_bridge_replicas_share_their_state_in_the_postgresql_server_under_mlflow(services):
+    state = urlsplit(serve_arguments(services).state)
+    assert state.scheme == "postgresql" and services[state.hostname]["image"].startswith("postgres")
+    assert state.path.strip("/") in services["postgres-databases"]["entrypoint"]  # created before the bridges start
+    assert services["tracelet-bridge"]["depends_on"]["postgres-databases"]["condition"] == \
+        "service_completed_successfully"
 
 
 def test_the_bridge_reads_the_jobs_bucket_and_delivers_to_mlflow_on_postgres(services):
@@ -124,5 +135,5 @@ def test_the_bridge_reads_the_jobs_bucket_and_delivers_to_mlflow_on_postgres(ser
     mlflow_command = services["mlflow"]["command"]
     assert tracking.hostname in services and f"--port {tracking.port}" in mlflow_command
     backend_store = urlsplit(mlflow_command.split("--backend-store-uri", 1)[1].split()[0])
-    assert backend_store.scheme.startswith("postgresql") and backend_store.hostname in services
+    assert backend_store.scheme == "postgresql+psycopg2" and backend_store.hostname in services
     assert services[backend_store.hostname]["image"].startswith("postgres")

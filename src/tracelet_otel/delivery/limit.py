@@ -38,7 +38,7 @@ class Permit:
     """One batch's turn; ``failed()`` says the tracker was unavailable (a record it rejects says nothing of its
     load)."""
 
-    judged: bool  # a full batch, whose latency says something about the tracker's load
+    judged: bool  # a full batch, as large as the backend takes: its latency says something of the tracker's load
     started: float
     ok: bool = True
 
@@ -65,11 +65,11 @@ class ConcurrencyLimit:
         return self._in_flight
 
     @contextmanager
-    def permit(self, oldest: float, full: bool) -> Iterator[Permit]:
+    def permit(self, oldest: float) -> Iterator[Permit]:
         """Wait for a turn to send a batch whose oldest record was logged at ``oldest`` (any clock shared by
-        the senders); ``full``: the batch is as large as the backend takes."""
+        the senders); the holder says whether the batch is full (``Permit.judged``)."""
         self._acquire(oldest)
-        permit = Permit(judged=full, started=time.monotonic())
+        permit = Permit(judged=False, started=time.monotonic())
         try:
             yield permit
         finally:

@@ -17,7 +17,7 @@ from tracelet_otel._backend import BackendRun
 from tracelet_otel._logging import OnceLogger
 from tracelet_otel.delivery.backoff import Backoff
 from tracelet_otel.delivery.counters import COUNTERS_KEY, DeliveryCounters
-from tracelet_otel.delivery.limit import ConcurrencyLimit
+from tracelet_otel.delivery.limit import ConcurrencyLimit, Permit
 from tracelet_otel.delivery.spool import DeliverySpool
 from tracelet_otel.errors import PayloadMissing, RecordRejected
 from tracelet_otel.records import Record
@@ -93,34 +93,37 @@ class Sender:
                 self._stopping.wait(self._backoff.next())
 
     def _step(self) -> bool:
-        """Deliver one batch, or wait for records; False when delivery failed and should back off."""
-        batch = self._spool.pending(self._run.max_batch)
-        if not batch:
+        """Deliver one batch, or wait for records; False when delivery failed and should back off.
+
+        The batch is read once its turn came: what arrived while it waited goes with it, so a busy tracker gets
+        fewer, fuller batches."""
+        first = self._spool.pending(1)
+        if not first:
             self._idle.set()
             self._wake.wait(0.5)
             self._wake.clear()
             return True
-        try:
-            return self._attempt(batch)
-        finally:
-            self._save_counters()
-
-    def _send(self, batch: list[tuple[int, Record]]) -> None:
-        """Deliver ``batch`` and make it durable, in its turn; raises what the backend raised."""
-        records = [record for _, record in batch]
-        oldest = min(record.wall_time for record in records)
-        with self._limit.permit(oldest, full=len(records) >= self._run.max_batch) as permit:
+        with self._limit.permit(first[0][1].wall_time) as permit:
+            batch = self._spool.pending(self._run.max_batch)
+            permit.judged = len(batch) >= self._run.max_batch
             try:
-                self._run.deliver(records, batch[-1][0])
-                self._run.flush()
-            except Exception as error:
-                if not self._is_permanent(error):
-                    permit.failed()
-                raise
+                return self._attempt(batch, permit)
+            finally:
+                self._save_counters()
 
-    def _attempt(self, batch: list[tuple[int, Record]]) -> bool:
+    def _send(self, batch: list[tuple[int, Record]], permit: Permit) -> None:
+        """Deliver ``batch`` and make it durable; raises what the backend raised."""
         try:
-            self._send(batch)
+            self._run.deliver([record for _, record in batch], batch[-1][0])
+            self._run.flush()
+        except Exception as error:
+            if not self._is_permanent(error):
+                permit.failed()
+            raise
+
+    def _attempt(self, batch: list[tuple[int, Record]], permit: Permit) -> bool:
+        try:
+            self._send(batch, permit)
         except Exception as error:
             if not self._is_permanent(error):
                 self.counters.add(retried=len(batch))
@@ -128,7 +131,7 @@ class Sender:
                 self._warnings.warning(_OUTAGE, "tracelet-otel: %s unavailable (%s); retrying with backoff, "
                                        "records wait in %s", self._run.backend, _short(error), self._spool.path)
                 return False
-            return self._isolate(batch)
+            return self._isolate(batch, permit)
         self._spool.mark_delivered(batch[-1][0])
         self.counters.add(delivered=len(batch))
         if _OUTAGE in self._warnings:
@@ -136,14 +139,14 @@ class Sender:
             _logger.warning("tracelet-otel: %s is back; delivering the records that waited", self._run.backend)
         return True
 
-    def _isolate(self, batch: list[tuple[int, Record]]) -> bool:
+    def _isolate(self, batch: list[tuple[int, Record]], permit: Permit) -> bool:
         """A permanent error: deliver one at a time, so only the records the backend rejects are dropped.
 
         False when the backend became unavailable meanwhile: what is left is retried like any batch.
         """
         for seq, record in batch:
             try:
-                self._send([(seq, record)])
+                self._send([(seq, record)], permit)
                 self.counters.add(delivered=1)
             except Exception as error:
                 if not self._is_permanent(error):
