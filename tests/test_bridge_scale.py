@@ -86,3 +86,26 @@ def test_a_hundred_runs_at_once_reach_wandb_offline_whole_through_one_bridge(tmp
         wandb_runs[contents.summary["_tracelet_run_id"]] = sorted(row["global_step"] for row in contents.history
                                                                  if "loss" in row)
     assert wandb_runs == {run_id: everything for run_id in load.run_ids}
+
+
+def test_a_replica_removed_by_a_scale_down_leaves_its_runs_to_the_others_even_those_that_sent_everything(
+        tmp_path, postgres):
+    server = MlflowServer(str(tmp_path), postgres.mlflow_database())
+    server.start()
+    state = postgres.database()
+    leaving = replica(tmp_path, "bridge-0", server.uri, state)
+    staying = replica(tmp_path, "bridge-1", server.uri, state)
+    with running(leaving, staying, server):
+        leaving.start()
+        staying.start()
+        server.kill()  # the tracker is away: the runs' records wait in the shared spools
+        load = LoadGenerator(runs=3, scalars=600, prefix="orphan")
+        load.send(leaving.grpc)  # everything, ends included, reached the replica that is going away
+        assert leaving.terminate() == 0  # a scale-down: SIGTERM, and it never comes back
+        server.start()
+        store = MlflowStore(server.uri)
+        finished = wait_until(lambda: len(finished_runs(store)) == 3 and finished_runs(store), 120,
+                              "the remaining replica to deliver and end the runs it never received")
+        for run_id in load.run_ids:
+            assert store.metric_points(finished[run_id]) == load.expected(run_id), run_id
+        assert "took over 3 run(s)" in staying.read_log()

@@ -77,16 +77,33 @@ class Runs:
         """Take up the runs a previous bridge left unended or undelivered; returns how many."""
         with self._lock:
             for run_id in self._run_ids():
-                run = self._load(run_id, None)
-                if run is None:
-                    continue
-                if run.ended == set(run.spools):
-                    self._forget(run)
-                    continue
-                for backend in run.spools:
-                    self._deliverers.tell(backend, Deliver(run.spools[backend].path))
-                self._end_if_complete(run)
+                self._take_up(run_id)
             return len(self._runs)
+
+    def take_over_orphans(self) -> int:
+        """With replicas: take up the runs that no replica delivers (their replica stopped or died: removed by a
+        scale-down, its lease given back or expired) and that still wait for records' delivery or an end; a run
+        that moved here brings its records itself. Returns how many were taken up."""
+        assert self._state is not None
+        with self._lock:
+            orphans = {_run_id(f"{self._state}#{name}") for name in postgres.orphaned_spools(self._state)}
+            taken = [run_id for run_id in sorted(orphans - set(self._runs)) if self._take_up(run_id)]
+        if taken:
+            _logger.info("tracelet-otel bridge: took over %d run(s) no replica was delivering: %s", len(taken),
+                         ", ".join(taken))
+        return len(taken)
+
+    def _take_up(self, run_id: str) -> bool:
+        run = self._load(run_id, None)
+        if run is None:
+            return False
+        if run.ended == set(run.spools):
+            self._forget(run)
+            return False
+        for backend in run.spools:
+            self._deliverers.tell(backend, Deliver(run.spools[backend].path))
+        self._end_if_complete(run)
+        return True
 
     def accept(self, batch: RunBatch, admitted: list[tuple[int, Record]], refused: list[int]) -> int:
         """Spool the records of one run that were not spooled before; returns how many were new."""

@@ -287,8 +287,15 @@ def serve(config: BridgeConfig) -> int:
                  " with TLS" if config.tls_cert else "", ", ".join(config.backends), config.state or config.spool_dir,
                  resumed,
                  ", ".join(trusted.urls) or "no store")
+    orphans_checked = time.monotonic()
     while not stop.wait(SILENCE_CHECK_S):
         runs.end_silent_runs()
+        if config.state is not None and time.monotonic() - orphans_checked > postgres.LEASE_S:
+            orphans_checked = time.monotonic()
+            try:
+                runs.take_over_orphans()
+            except Exception as error:  # the database is unreachable for a moment: the next check tries again
+                _logger.warning("tracelet-otel bridge: could not look for runs no replica delivers: %s", error)
     _logger.info("tracelet-otel bridge: stopping; what was acknowledged is in the spools")
     http_server.stop()
     grpc_server.stop(GRACE_S).wait()

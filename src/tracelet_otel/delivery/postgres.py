@@ -31,7 +31,7 @@ from typing import Any
 from tracelet_otel.delivery.spool import record_of, row_of
 from tracelet_otel.records import Record
 
-__all__ = ["LEASE_S", "SCHEME", "PostgresSpool", "spool_names"]
+__all__ = ["LEASE_S", "SCHEME", "PostgresSpool", "orphaned_spools", "spool_names"]
 
 SCHEME = "postgresql://"
 LEASE_S = 15.0
@@ -120,6 +120,19 @@ def spool_names(dsn: str) -> list[str]:
     """Every spool the database holds, by name."""
     with _database(dsn).transaction() as cursor:
         cursor.execute("SELECT spool FROM tracelet_spools ORDER BY spool")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def orphaned_spools(dsn: str) -> list[str]:
+    """The spools no process holds the lease of (given back, or expired) that still wait: records not
+    delivered, or a run not ended."""
+    from tracelet_otel.delivery.worker import DELIVERY_KEY, FINISHED_KEY
+
+    with _database(dsn).transaction() as cursor:
+        cursor.execute("SELECT s.spool FROM tracelet_spools s WHERE (s.lease_holder IS NULL OR s.lease_until < now()) "
+                       "AND (s.last_seq > s.delivered_seq OR NOT EXISTS (SELECT 1 FROM tracelet_meta m WHERE "
+                       "m.spool = s.spool AND m.key = %s)) AND EXISTS (SELECT 1 FROM tracelet_meta m WHERE "
+                       "m.spool = s.spool AND m.key = %s) ORDER BY s.spool", (FINISHED_KEY, DELIVERY_KEY))
         return [row[0] for row in cursor.fetchall()]
 
 

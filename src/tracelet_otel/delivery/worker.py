@@ -160,7 +160,11 @@ class _SpoolDelivery(threading.Thread):
                     return
                 try:
                     if not self._ended_elsewhere(spool):
-                        backend_run = self._attempt("open the run of", lambda: open_run(spool), "")
+                        # The lease is renewed before each attempt: opening may wait out a tracker outage longer
+                        # than a lease lasts, and a replica that lost it must not create a second run.
+                        backend_run = self._attempt("open the run of",
+                                                    lambda: open_run(spool) if lease.renew() else None,
+                                                    "another replica took it over meanwhile", logging.INFO)
                         if backend_run is not None:
                             self._deliver(spool, backend_run, lease)
                 finally:

@@ -68,6 +68,10 @@ STORED_THROUGH = "tracelet_stored_through"
 SESSIONS = "tracelet_sessions"
 STATUS = "tracelet_status"
 BOOKKEEPING_FILE = "tracelet.json"
+# ClearML holds one task per process, and Task.init from two threads at once crashed the process (SIGSEGV, with
+# 100 runs behind the bridge): one at a time; a second task while one is open is refused by ClearML itself, and
+# the bridge opens it once the first is closed.
+_TASK_INIT = threading.Lock()
 # Debug-sample files of the n-th session of a task are numbered from n * this (see _continue_file_numbering).
 FILES_PER_SESSION = 1_000_000
 _BINARY = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -371,7 +375,8 @@ class ClearmlBackend(Backend):
                                                              and _training_process_monitor(source.get("pid")))}
         if resume:
             return _reopen(Task, init, resume["task_id"])
-        task: Any = Task.init(reuse_last_task_id=False, **init)
+        with _TASK_INIT:
+            task: Any = Task.init(reuse_last_task_id=False, **init)
         describing = _describe_training_process(task, source)
         properties = training_properties(run.rank, source)
         if properties:
@@ -402,7 +407,8 @@ class ClearmlBackend(Backend):
 def _reopen(task_class: Any, init: dict[str, Any], task_id: str) -> ClearmlRun:
     # continue_last_task=0 reopens without moving iterations: True would add the last iteration + 1 to every
     # step reported from now on.
-    task = task_class.init(reuse_last_task_id=task_id, continue_last_task=0, **init)
+    with _TASK_INIT:
+        task = task_class.init(reuse_last_task_id=task_id, continue_last_task=0, **init)
     if task.id != task_id:  # ClearML creates a new task, silently, when it cannot reopen the one asked for
         task.close()
         raise RuntimeError(f"ClearML could not reopen task {task_id} (it created {task.id} instead)")
