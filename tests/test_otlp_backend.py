@@ -80,6 +80,7 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.records: dict[str, dict[int, Record]] = {}
         self.ends: dict[str, str] = {}
+        self.trace_ids: dict[str, set[bytes]] = {}
         self.resent_differently = 0
         self._lock = threading.Lock()
         self._server = grpc.server(ThreadPoolExecutor(2))
@@ -90,8 +91,14 @@ class OtlpReceiver:
         self._server.start()
 
     def _export(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
-        decoded = decode_request(ExportTraceServiceRequest.FromString(payload))
+        request = ExportTraceServiceRequest.FromString(payload)
+        decoded = decode_request(request)
         with self._lock:
+            for resource_spans in request.resource_spans:
+                (run_id,) = [pair.value.string_value for pair in resource_spans.resource.attributes
+                             if pair.key == "tracelet.run_id"]
+                self.trace_ids.setdefault(run_id, set()).update(
+                    span.trace_id for scope_spans in resource_spans.scope_spans for span in scope_spans.spans)
             for run_id, batch in decoded.runs.items():
                 kept = self.records.setdefault(run_id, {})
                 for seq, record in batch.records:
@@ -110,6 +117,23 @@ def receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver()
     yield receiver
     receiver.stop()
+
+
+def test_every_span_of_a_run_is_in_the_run_s_one_trace_so_that_a_collector_keeps_the_run_on_one_replica(receiver):
+    """The collector's loadbalancing exporter routes by trace id by default: a run's spans, from every process
+    and attempt of the run (two OtlpRuns here), share one; two runs do not."""
+    run_ids = [uuid.uuid4().hex, uuid.uuid4().hex]
+    for attempt in range(2):
+        for run_id in run_ids:
+            run = OtlpBackend().open_run(RunInfo(run_id, "traced", "tests"), {"otlp_endpoint": receiver.endpoint,
+                                                                               "otlp_insecure": True})
+            for batch in range(3):
+                first = attempt * 3000 + batch * 1000
+                run.deliver([Record(RecordKind.SCALAR, "loss", step, 1.0, value=0.5)
+                             for step in range(first, first + 1000)], first + 1000)
+            run.finish("FINISHED")
+    first, second = (receiver.trace_ids[run_id] for run_id in run_ids)
+    assert len(first) == 1 and len(second) == 1 and first != second
 
 
 class TestOtlpContract(BackendContract):

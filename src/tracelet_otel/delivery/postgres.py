@@ -7,9 +7,11 @@ which replica received it: a record is stored once however many replicas it reac
 rows, claimed in the transaction that stores the record, before the request is acknowledged), the run's end
 is there for whichever replica delivers, and so is its tracker run (one, created by whichever delivers first).
 
-One replica at a time delivers a spool: it holds the spool's lease, a row it renews (``LEASE_S``); a replica
-that dies leaves the lease to expire, and another takes the run over where the spool says delivery stopped
-(MLflow stores a batch sent again once; W&B and ClearML skip what they stored, as after any crash).
+One replica at a time delivers a spool: it holds the spool's lease, a row that lasts ``LEASE_S``. A thread of
+the process renews all the leases it holds in one statement every ``RENEW_S``, so that a slow open or batch
+never lets a lease lapse while the process lives. A replica that dies leaves its leases to expire, and another
+takes the run over where the spool says delivery stopped (MLflow stores a batch sent again once; W&B and
+ClearML skip what they stored, as after any crash).
 
 The layout mirrors the sqlite spool's (``tracelet_otel.delivery.spool``), row for row, with the spool's name as
 the first column of each table. Credentials come from libpq (``PGPASSWORD``, ``~/.pgpass``), never from the
@@ -35,6 +37,7 @@ __all__ = ["LEASE_S", "SCHEME", "PostgresSpool", "orphaned_spools", "spool_names
 
 SCHEME = "postgresql://"
 LEASE_S = 15.0
+RENEW_S = 3.0
 _NUMBERED_AFTER = "numbered_after"
 CONNECTIONS = 8  # per process and database: appends and deliveries are short transactions
 _SCHEMA = """
@@ -67,9 +70,47 @@ class _Database:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(CONNECTIONS)
+        self.held: set[str] = set()  # the spools whose lease this process holds, as the last renewal found
+        self._renewing: threading.Thread | None = None
         with self.transaction() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             cursor.execute(_SCHEMA)
+
+    def take_lease(self, spool: str) -> bool:
+        with self.transaction() as cursor:
+            cursor.execute("UPDATE tracelet_spools SET lease_holder = %s, lease_until = now() + %s * interval '1 s' "
+                           "WHERE spool = %s AND (lease_holder IS NULL OR lease_holder = %s OR lease_until < now()) "
+                           "RETURNING 1", (_HOLDER, LEASE_S, spool, _HOLDER))
+            taken = cursor.fetchone() is not None
+        with self._lock:
+            if taken:
+                self.held.add(spool)
+                if self._renewing is None:
+                    self._renewing = threading.Thread(target=self._renew, name="tracelet-otel-leases", daemon=True)
+                    self._renewing.start()
+            else:
+                self.held.discard(spool)
+        return taken
+
+    def give_back(self, spool: str) -> None:
+        with self._lock:
+            self.held.discard(spool)
+        with self.transaction() as cursor:
+            cursor.execute("UPDATE tracelet_spools SET lease_holder = NULL WHERE spool = %s AND lease_holder = %s",
+                           (spool, _HOLDER))
+
+    def _renew(self) -> None:
+        while True:
+            time.sleep(RENEW_S)
+            try:
+                with self.transaction() as cursor:
+                    cursor.execute("UPDATE tracelet_spools SET lease_until = now() + %s * interval '1 s' "
+                                   "WHERE lease_holder = %s RETURNING spool", (LEASE_S, _HOLDER))
+                    renewed = {row[0] for row in cursor.fetchall()}
+            except Exception:  # the database is away for a moment: the leases last LEASE_S, the next try renews
+                continue
+            with self._lock:
+                self.held &= renewed  # a lease missing here was taken over after it expired
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -124,32 +165,35 @@ def spool_names(dsn: str) -> list[str]:
 
 
 def orphaned_spools(dsn: str) -> list[str]:
-    """The spools no process holds the lease of (given back, or expired) that still wait: records not
-    delivered, or a run not ended."""
+    """The spools no process holds the lease of (given back, or expired) that still wait (records not
+    delivered, or a run not ended) and received nothing for a lease's time: a run that is receiving brings its
+    records, and a delivery, to its replica itself."""
     from tracelet_otel.delivery.worker import DELIVERY_KEY, FINISHED_KEY
 
     with _database(dsn).transaction() as cursor:
         cursor.execute("SELECT s.spool FROM tracelet_spools s WHERE (s.lease_holder IS NULL OR s.lease_until < now()) "
                        "AND (s.last_seq > s.delivered_seq OR NOT EXISTS (SELECT 1 FROM tracelet_meta m WHERE "
                        "m.spool = s.spool AND m.key = %s)) AND EXISTS (SELECT 1 FROM tracelet_meta m WHERE "
-                       "m.spool = s.spool AND m.key = %s) ORDER BY s.spool", (FINISHED_KEY, DELIVERY_KEY))
+                       "m.spool = s.spool AND m.key = %s) AND (s.received_at IS NULL OR s.received_at < %s) "
+                       "ORDER BY s.spool", (FINISHED_KEY, DELIVERY_KEY, time.time() - LEASE_S))
         return [row[0] for row in cursor.fetchall()]
 
 
 class Lease:
-    """The right to deliver one spool, renewed while held; ``close()`` gives it back."""
+    """The right to deliver one spool, renewed by the process while it lives; ``close()`` gives it back."""
 
-    def __init__(self, spool: PostgresSpool) -> None:
+    def __init__(self, database: _Database, spool: str) -> None:
+        self._database = database
         self._spool = spool
 
     def renew(self) -> bool:
-        """Hold the lease for another ``LEASE_S``; False if another replica took it (this one stalled)."""
-        return self._spool._take_lease()
+        """Whether the lease is still this process's: False once another replica took it over (this one stalled
+        past the lease, or lost the database for as long)."""
+        with self._database._lock:
+            return self._spool in self._database.held
 
     def close(self) -> None:
-        with self._spool._db.transaction() as cursor:
-            cursor.execute("UPDATE tracelet_spools SET lease_holder = NULL WHERE spool = %s AND lease_holder = %s",
-                           (self._spool.name, _HOLDER))
+        self._database.give_back(self._spool)
 
 
 class PostgresSpool:
@@ -165,14 +209,7 @@ class PostgresSpool:
 
     def try_lock(self) -> Lease | None:
         """The spool's lease, or None while another replica holds it."""
-        return Lease(self) if self._take_lease() else None
-
-    def _take_lease(self) -> bool:
-        with self._db.transaction() as cursor:
-            cursor.execute("UPDATE tracelet_spools SET lease_holder = %s, lease_until = now() + %s * interval '1 s' "
-                           "WHERE spool = %s AND (lease_holder IS NULL OR lease_holder = %s OR lease_until < now()) "
-                           "RETURNING 1", (_HOLDER, LEASE_S, self.name, _HOLDER))
-            return cursor.fetchone() is not None
+        return Lease(self._db, self.name) if self._db.take_lease(self.name) else None
 
     def append_new(self, keyed: Iterable[tuple[int, Record]], seen: Iterable[int] = ()) -> int:
         keyed, seen = list(keyed), list(seen)

@@ -105,6 +105,8 @@ class Sender:
             return True
         with self._limit.permit(first[0][1].wall_time) as permit:
             batch = self._spool.pending(self._run.max_batch)
+            if not batch:  # delivered meanwhile by the process that took the spool over
+                return True
             permit.judged = len(batch) >= self._run.max_batch
             try:
                 return self._attempt(batch, permit)
