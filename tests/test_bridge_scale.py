@@ -8,25 +8,25 @@ from tests.conftest import MlflowServer
 from tests.support import MlflowStore
 
 
-def finished_runs(store: MlflowStore) -> dict[str, str]:
-    """Our run id -> the MLflow run id, for every FINISHED run."""
-    experiments = [experiment.experiment_id for experiment in store.client.search_experiments()]
-    runs = store.client.search_runs(experiments, filter_string="attributes.status = 'FINISHED'", max_results=1000)
-    return {run.data.tags["tracelet.run_id"]: run.info.run_id for run in runs}
+def all_finished(store: MlflowStore, load: LoadGenerator) -> dict[str, str]:
+    """Our run id -> the MLflow run id, once every run of the load is FINISHED in its project's experiment."""
+    experiment = store.client.get_experiment_by_name(load.project)
+    if experiment is None:
+        return {}
+    runs = store.client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=1000)
+    finished = {run.data.tags["tracelet.run_id"]: run.info.run_id for run in runs}
+    return finished if len(finished) == len(load.run_ids) else {}
 
 
 def test_a_hundred_runs_at_once_reach_mlflow_on_postgresql_every_point_once_and_no_request_times_out(
-        tmp_path, postgres):
-    server = MlflowServer(str(tmp_path), postgres.mlflow_database(), workers=2)
-    server.start()
-    bridge = Bridge(str(tmp_path), server.uri)
-    with running(bridge, server):
+        tmp_path, mlflow_server):
+    bridge = Bridge(str(tmp_path), mlflow_server.uri)
+    with running(bridge):
         bridge.start()
-        load = LoadGenerator(runs=100, scalars=500)
+        load = LoadGenerator(runs=100, scalars=200, prefix="hundred")
         load.send(bridge.grpc)
-        store = MlflowStore(server.uri)
-        finished = wait_until(lambda: len(finished_runs(store)) == 100 and finished_runs(store), 300,
-                              "every run to be FINISHED")
+        store = MlflowStore(mlflow_server.uri)
+        finished = wait_until(lambda: all_finished(store, load), 300, "every run to be FINISHED")
         for run_id in load.run_ids:
             assert store.metric_points(finished[run_id]) == load.expected(run_id), run_id
         log = bridge.read_log()
@@ -40,12 +40,11 @@ def replica(tmp_path, name: str, tracking_uri: str, state: str) -> Bridge:
 
 
 def test_two_replicas_sharing_their_state_make_one_run_exact_when_a_run_moves_and_one_replica_is_killed(
-        tmp_path, postgres):
-    server = MlflowServer(str(tmp_path), postgres.mlflow_database(), workers=2)
-    server.start()
+        tmp_path, postgres, mlflow_server):
+    server = mlflow_server
     state = postgres.database()
     first, second = replica(tmp_path, "bridge-0", server.uri, state), replica(tmp_path, "bridge-1", server.uri, state)
-    with running(first, second, server):
+    with running(first, second):
         first.start()
         second.start()
         load = LoadGenerator(runs=4, scalars=1500, prefix="moved")
@@ -58,29 +57,30 @@ def test_two_replicas_sharing_their_state_make_one_run_exact_when_a_run_moves_an
             load.send(restarted.grpc, start=1000, through=1200, end=False)  # back again
             load.send(second.grpc, start=1200)  # and the end at the other
             store = MlflowStore(server.uri)
-            finished = wait_until(lambda: len(finished_runs(store)) == 4 and finished_runs(store), 180,
-                                  "every run to be FINISHED")
+            finished = wait_until(lambda: all_finished(store, load), 180, "every run to be FINISHED")
             for run_id in load.run_ids:
                 assert store.metric_points(finished[run_id]) == load.expected(run_id), run_id
-            experiments = [experiment.experiment_id for experiment in store.client.search_experiments()]
-            assert len(store.client.search_runs(experiments)) == 4  # one MLflow run per run, never a second
+            experiment = store.client.get_experiment_by_name(load.project)
+            assert len(store.client.search_runs([experiment.experiment_id])) == 4  # one MLflow run each, never two
             assert second.health()["records"]["spooled"] > 0 and restarted.health()["records"]["spooled"] > 0
 
 
-def test_a_hundred_runs_at_once_reach_wandb_offline_whole_through_one_bridge(tmp_path, offline_trackers):
+def test_forty_runs_at_once_reach_wandb_offline_whole_through_one_bridge(tmp_path, offline_trackers):
+    """W&B's delivery process holds many runs open at once (its service serves them all); the load benchmark
+    has the figures at 100 and 500 runs."""
     from tracelet_otel_wandb.testing import read_run
 
     bridge = Bridge(str(tmp_path), "", backends=("wandb",))
     with running(bridge):
         bridge.start()
-        load = LoadGenerator(runs=100, scalars=200)
+        load = LoadGenerator(runs=40, scalars=100)
         load.send(bridge.grpc)
-        wait_until(lambda: bridge.health()["delivered"] == 100 * 200 and bridge.health()["runs_in_progress"] == 0,
-                   600, "every record delivered and every run ended")
-    everything = list(range(200))
+        wait_until(lambda: bridge.health()["delivered"] == 40 * 100 and bridge.health()["runs_in_progress"] == 0,
+                   300, "every record delivered and every run ended")
+    everything = list(range(100))
     wandb_runs = {}
     directories = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(directories) == 100  # one W&B run each, opened once
+    assert len(directories) == 40  # one W&B run each, opened once
     for directory in directories:
         contents = read_run(str(directory))
         wandb_runs[contents.summary["_tracelet_run_id"]] = sorted(row["global_step"] for row in contents.history
@@ -104,7 +104,7 @@ def test_a_replica_removed_by_a_scale_down_leaves_its_runs_to_the_others_even_th
         assert leaving.terminate() == 0  # a scale-down: SIGTERM, and it never comes back
         server.start()
         store = MlflowStore(server.uri)
-        finished = wait_until(lambda: len(finished_runs(store)) == 3 and finished_runs(store), 120,
+        finished = wait_until(lambda: all_finished(store, load), 120,
                               "the remaining replica to deliver and end the runs it never received")
         for run_id in load.run_ids:
             assert store.metric_points(finished[run_id]) == load.expected(run_id), run_id

@@ -47,6 +47,7 @@ INGEST_THREADS = 4  # sqlite appends serialize anyway; more threads would only h
 GRACE_S = 10.0
 DISCARD_AT_MOST = 8  # times the request size limit, read and dropped so that the client gets its 413
 SILENCE_CHECK_S = 1.0
+ORPHANS_CHECK_S = 5.0  # with replicas: how often to look for runs no replica delivers (one indexed query)
 _TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 _METRICS_SERVICE = metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name
 
@@ -290,7 +291,7 @@ def serve(config: BridgeConfig) -> int:
     orphans_checked = time.monotonic()
     while not stop.wait(SILENCE_CHECK_S):
         runs.end_silent_runs()
-        if config.state is not None and time.monotonic() - orphans_checked > postgres.LEASE_S:
+        if config.state is not None and time.monotonic() - orphans_checked > ORPHANS_CHECK_S:
             orphans_checked = time.monotonic()
             try:
                 runs.take_over_orphans()
