@@ -187,10 +187,12 @@ class Lease:
         self._spool = spool
 
     def renew(self) -> bool:
-        """Whether the lease is still this process's: False once another replica took it over (this one stalled
-        past the lease, or lost the database for as long)."""
+        """Whether the lease is still this process's; a lease that lapsed (this process stalled past it, or lost
+        the database for as long) is taken again if no other replica took it meanwhile."""
         with self._database._lock:
-            return self._spool in self._database.held
+            if self._spool in self._database.held:
+                return True
+        return self._database.take_lease(self._spool)
 
     def close(self) -> None:
         self._database.give_back(self._spool)
