@@ -206,9 +206,10 @@ class Runs:
 
     def _heard_elsewhere(self, run: _Run, now: float) -> bool:
         """Whether the run's records reached another replica during the silence this one heard."""
-        if self._state is None:
+        shared = [spool for spool in run.spools.values() if isinstance(spool, postgres.PostgresSpool)]
+        if not shared:
             return False
-        received = max((spool.received_at() or 0.0 for spool in run.spools.values()), default=0.0)
+        received = max((spool.received_at() or 0.0 for spool in shared), default=0.0)
         run.last_seen = max(run.last_seen, now - (time.time() - received))
         return now - run.last_seen < self._silence_s
 

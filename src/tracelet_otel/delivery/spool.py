@@ -28,7 +28,6 @@ import json
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable
 from typing import IO, Any, Protocol
 
@@ -55,7 +54,6 @@ CREATE TABLE IF NOT EXISTS received (key INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, offset INTEGER NOT NULL, fingerprint TEXT NOT NULL);
 """
 _DELIVERED = "delivered_seq"
-_RECEIVED_AT = "received_at"
 _RECEIVED_THROUGH = "received_through"
 _NUMBERED_AFTER = "numbered_after"
 _KINDS = {kind.value: kind for kind in RecordKind}
@@ -104,7 +102,6 @@ class DeliverySpool(Protocol):
     def try_lock(self) -> Lease | None: ...
     def append_new(self, keyed: Iterable[tuple[int, Record]], seen: Iterable[int] = ()) -> int: ...
     def received_through(self) -> int: ...
-    def received_at(self) -> float | None: ...
     def pending(self, limit: int) -> list[tuple[int, Record]]: ...
     def delivered_seq(self) -> int: ...
     def mark_delivered(self, seq: int) -> None: ...
@@ -216,8 +213,6 @@ class Spool:
                     self._first_arrival(db, key)
             db.executemany(_INSERT, rows)
             self._advance_received(db, through)
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                       (_RECEIVED_AT, json.dumps(time.time())))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -227,11 +222,6 @@ class Spool:
     def received_through(self) -> int:
         """Every key up to this one has arrived."""
         return self._received_through(self._db())
-
-    def received_at(self) -> float | None:
-        """When keyed records last arrived (``time.time()``)."""
-        value = self.get_meta(_RECEIVED_AT)
-        return None if value is None else float(value)
 
     @staticmethod
     def _received_through(db: sqlite3.Connection) -> int:

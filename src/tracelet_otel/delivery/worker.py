@@ -68,7 +68,7 @@ EVENT_FILES_KEY = "event_files"  # spool meta: {"root", "files"}, the captured w
 END_KEY = "end"  # spool meta: a bridge run's end record from its job, {"status", "records"}
 ORPHAN_TIMEOUT_S = 600.0
 END_POLL_S = 0.5
-SHARED_CHECK_S = 2.0  # how often the bridge's delivery of a run renews its lease and looks for the run's end
+SHARED_CHECK_S = 2.0  # how often a replica's delivery of a run checks its lease and looks for the run's end
 T = TypeVar("T")
 
 
@@ -211,13 +211,16 @@ class _SpoolDelivery(threading.Thread):
         channel = self._process.channel
         channel.send(Opened(self.path, BackendRunHandle.of(self._process.backend, backend_run)))
         sender = Sender(spool, backend_run, self._process.limit)
+        # Between replicas the end record may reach another one, and the lease may be lost; a single bridge's
+        # runs are told both by its own Runs.
+        shared = self.path.startswith(postgres.SCHEME)
         checked = time.monotonic()
         try:
             while not self._process.stopping.is_set():
                 self._wake.wait(END_POLL_S)
                 self._wake.clear()
                 sender.wake()
-                if self._process.bridge and time.monotonic() - checked > SHARED_CHECK_S:
+                if shared and time.monotonic() - checked > SHARED_CHECK_S:
                     checked = time.monotonic()
                     if not lease.renew():
                         _logger.warning("tracelet-otel bridge: another replica took over %s", self.path)
