@@ -3,6 +3,8 @@ PostgreSQL. Real processes on 127.0.0.1; the runs are sent as their jobs' ``otlp
 
 from __future__ import annotations
 
+from collections import Counter
+
 from tests.bridge_support import Bridge, LoadGenerator, running, wait_until
 from tests.conftest import MlflowServer
 from tests.support import MlflowStore
@@ -86,6 +88,32 @@ def test_forty_runs_at_once_reach_wandb_offline_whole_through_one_bridge(tmp_pat
         wandb_runs[contents.summary["_tracelet_run_id"]] = sorted(row["global_step"] for row in contents.history
                                                                  if "loss" in row)
     assert wandb_runs == {run_id: everything for run_id in load.run_ids}
+
+
+def test_clearml_runs_take_turns_in_the_bridges_delivery_processes_each_one_task_with_every_point_once(
+        tmp_path, offline_trackers):
+    """ClearML's SDK holds one task per process: the bridge delivers its runs from several processes, and a run
+    with nothing to deliver lets its process go to one that waits, so six runs that never stop sending all move
+    on through two processes."""
+    from tracelet_otel_clearml.testing import read_session, session_folders
+
+    bridge = Bridge(str(tmp_path), "", "--delivery-processes", "2", backends=("clearml",))
+    with running(bridge):
+        bridge.start()
+        load = LoadGenerator(runs=6, scalars=400, prefix="turns")
+        load.send(bridge.grpc, through=200, end=False)
+        wait_until(lambda: bridge.health()["delivered"] == 6 * 200, 120, "the first half of every run delivered")
+        load.send(bridge.grpc, start=200)
+        wait_until(lambda: bridge.health()["delivered"] == 6 * 400 and bridge.health()["runs_in_progress"] == 0,
+                   120, "every record delivered and every run ended")
+    sessions = [read_session(folder) for folder in session_folders(tmp_path / "clearml-cache")]
+    assert len(sessions) == 6  # one task each, reopened for its next turn, never a second task
+    every_point = Counter(("loss", "loss", step, 1 / (step + 1)) for step in range(400))
+    assert {session.bookkeeping["tracelet_run_id"]: session.scalars for session in sessions} == {
+        run_id: every_point for run_id in load.run_ids}
+    # Two at a time: before every first half was in, four runs at least let their process go, and were reopened.
+    reopened = [session for session in sessions if int(session.bookkeeping["tracelet_sessions"]) > 1]
+    assert len(reopened) >= 4, [session.bookkeeping for session in sessions]
 
 
 def test_a_replica_removed_by_a_scale_down_leaves_its_runs_to_the_others_even_those_that_sent_everything(

@@ -107,6 +107,10 @@ class BackendRun(abc.ABC):
     def finish(self, status: str) -> None:
         """End the run with one of ``RunStatus.ENDINGS``: ``FINISHED``, ``FAILED`` or ``KILLED``."""
 
+    def close(self) -> None:  # noqa: B027 - optional: only a backend with one_run_per_process needs it
+        """Let go of the run without ending it, so that the process can open another run; the run is reopened
+        (``Backend.open_run(resume=...)``) to deliver more. Nothing by default."""
+
     @abc.abstractmethod
     def discard(self) -> None:
         """Undo an empty run that ``start_logging`` opened and then gave up on (another backend could not open
@@ -121,6 +125,9 @@ class Backend(abc.ABC):
     captures_console: ClassVar[bool] = False
     """Whether the tracker's own integration records the console by default (W&B's, ClearML's): then so does a
     run with this backend, unless ``capture_console`` says otherwise."""
+    one_run_per_process: ClassVar[bool] = False
+    """Whether the tracker's SDK holds one run at a time in a process (ClearML's one task): the bridge then
+    delivers such runs from several processes, which take turns when more runs wait (``BackendRun.close``)."""
 
     @abc.abstractmethod
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> BackendRun:

@@ -9,6 +9,13 @@ messages below. The parent writes on the helper's stdin:
 * :class:`Finish` ``status, timeout, spool``: nothing more will come; deliver for up to ``timeout`` seconds
   (None: until everything is delivered), then end the run with ``status``. The agent takes it without a spool.
 
+A bridge's delivery process (``--bridge``) delivers the spools it is given, and only those
+(:mod:`tracelet_otel.delivery.processes` decides which process delivers which):
+
+* :class:`Take` ``spool``: deliver this spool from now on; ``Deliver`` and ``Finish`` then concern it;
+* :class:`Release` ``spool``: stop after the batch in flight and let go of the run without ending it (another
+  spool waits for this process); the records left wait in the spool for the spool's next ``Take``.
+
 The helper answers on a pipe of its own (its descriptor is named by ``TRACELET_OTEL_HELPER``), so that a
 library or a ``sitecustomize`` that prints at import cannot corrupt the protocol; its stdout goes to stderr:
 
@@ -16,6 +23,8 @@ library or a ``sitecustomize`` that prints at import cannot corrupt the protocol
 * :class:`Opened` ``spool, run``: the delivery process opened (created or reopened) the spool's run;
 * :class:`Ended` ``spool, status``: it ended the spool's run, or, with no status, stopped at the deadline with
   records left in the spool (``tracelet-otel replay`` delivers them);
+* :class:`Released` ``spool``: a bridge's delivery process no longer delivers the spool (its run ended, it was
+  let go, or another replica took the run over); until the next ``Take`` it ignores what concerns the spool;
 * :class:`Done` ``summary``: the agent delivered and ended its runs; its counters;
 * :class:`Failed` ``error, spool``: the helper (no spool) or the delivery of one spool could not start;
 * :class:`Log` ``name, level, message``: a warning of the helper, re-emitted by the parent into the logging the
@@ -48,8 +57,8 @@ from typing import IO, Any, ClassVar, NoReturn, TextIO
 from tracelet_otel._backend import BackendRunHandle
 
 __all__ = ["BACKGROUND_NICENESS", "HELPER_VARIABLE", "Child", "Deliver", "Done", "Ended", "Failed", "Finish",
-           "HelperChannel", "Log", "Message", "Opened", "Ready", "become_helper", "exit_helper", "is_helper_process",
-           "python_path_without_auto_instrumentation", "try_lock"]
+           "HelperChannel", "Log", "Message", "Opened", "Ready", "Release", "Released", "Take", "become_helper",
+           "exit_helper", "is_helper_process", "python_path_without_auto_instrumentation", "try_lock"]
 
 _logger = logging.getLogger("tracelet_otel")
 
@@ -104,6 +113,18 @@ class Finish(Message):
 
 
 @dataclass(frozen=True)
+class Take(Message):
+    kind = "take"
+    spool: str
+
+
+@dataclass(frozen=True)
+class Release(Message):
+    kind = "release"
+    spool: str
+
+
+@dataclass(frozen=True)
 class Ready(Message):
     kind = "ready"
     runs: Mapping[str, BackendRunHandle] = field(default_factory=dict)
@@ -135,6 +156,12 @@ class Ended(Message):
     kind = "ended"
     spool: str
     status: str | None
+
+
+@dataclass(frozen=True)
+class Released(Message):
+    kind = "released"
+    spool: str
 
 
 @dataclass(frozen=True)

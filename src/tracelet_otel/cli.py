@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tracelet_otel.config import parse_size
+from tracelet_otel.delivery.processes import RUN_PROCESSES
 from tracelet_otel.errors import RunBusy
 from tracelet_otel.layout import leftover_runs
 from tracelet_otel.reports import DeliveryReport
@@ -144,6 +145,9 @@ def _add_serve(commands: Any) -> None:
                        help="keep the spools and the runs' state in this PostgreSQL database, shared by every "
                        "replica behind one collector (password from PGPASSWORD or ~/.pgpass); default: files in "
                        "--spool-dir")
+    serve.add_argument("--delivery-processes", type=int, default=RUN_PROCESSES, metavar="N",
+                       help="for a tracker whose SDK holds one run per process (ClearML): deliver up to N runs at "
+                       f"once, from N processes that take turns when more runs wait (default {RUN_PROCESSES})")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -162,7 +166,8 @@ def _serve(args: argparse.Namespace) -> int:
         backends=tuple(dict.fromkeys(args.backend)), grpc_endpoint=parse_endpoint(args.grpc_endpoint),
         http_endpoint=parse_endpoint(args.http_endpoint), spool_dir=args.spool_dir,
         artifact_stores=tuple(args.artifact_store), token=token or None, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, max_request_bytes=size, silence_s=args.silence_timeout, state=args.state))
+        tls_key=args.tls_key, max_request_bytes=size, silence_s=args.silence_timeout, state=args.state,
+        delivery_processes=args.delivery_processes))
 
 
 

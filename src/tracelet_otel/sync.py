@@ -183,7 +183,7 @@ class Sync:
         self._finishing: list[str] = []  # every spool queued or told to end its run
         self._warnings = OnceLogger(_logger)
         self._progress = _Progress(progress)
-        self._processes = DeliveryProcesses(list(settings.backends), self._on_message, self._on_restart)
+        self._processes = DeliveryProcesses(list(settings.backends), self._on_message)
 
     # -- reading ---------------------------------------------------------------------------------------------
     def read(self, *, complete: bool) -> None:
@@ -392,18 +392,6 @@ class Sync:
             self._next(backend)
         elif isinstance(message, Failed):
             _logger.warning("tracelet-otel sync: %s: %s", message.spool, message.error)
-
-    def _on_restart(self, backend: str) -> None:
-        """A delivery process that died was started again: tell it what it was doing."""
-        for run in list(self._runs.values()):
-            spool = run.spools[backend]
-            if spool.path == self._delivering[backend] or (spool.path in self._finishing
-                                                           and spool.path not in self._queued[backend]
-                                                           and self._ended.get(spool.path) is None):
-                self._processes.tell(backend, Deliver(spool.path))
-                self._processes.tell(backend, Finish(RunStatus.FINISHED, spool=spool.path))
-            elif spool.path not in self._finishing and spool.count():
-                self._processes.tell(backend, Deliver(spool.path))
 
 
 def _by_writer(run_root: str, files: Sequence[str]) -> list[tuple[str, list[str]]]:

@@ -26,6 +26,8 @@ mocked. It needs pytest. What it holds a backend to (``docs/durability.md``, "Th
 * a record whose payload is gone from its store is dropped alone, counted under ``DropReason.PAYLOAD_MISSING``
   (a backend that forwards payload references without reading them, ``reads_payloads = False``, delivers it);
 * ``discard`` leaves no run behind;
+* a backend whose SDK holds one run per process (``one_run_per_process``) lets a run go (``close``) for another
+  to be opened in the same process, and the run reopened afterwards goes on, everything in it once;
 * ``finish`` ends the run ``FINISHED``, ``FAILED`` or ``KILLED``, as the tracker shows it;
 * every declared option is parsed by its type from its ``TRACELET_*`` variable.
 """
@@ -168,11 +170,15 @@ class BackendContract:
     @pytest.fixture
     def spool(self, tmp_path: Any, options: dict[str, Any]) -> Iterator[Spool]:
         """A spool as a job's agent leaves it: the backend, its options, and who the run is; no run yet."""
-        spool = Spool(str(tmp_path / f"{self.backend}.spool.sqlite"))
-        info = RunInfo(uuid.uuid4().hex, f"contract-{uuid.uuid4().hex[:6]}", "tracelet-contract")
-        Delivery(self.backend, None, dict(options), dataclasses.asdict(info)).save(spool)
+        spool = self._new_spool(str(tmp_path / f"{self.backend}.spool.sqlite"), options)
         yield spool
         spool.close()
+
+    def _new_spool(self, path: str, options: dict[str, Any]) -> Spool:
+        spool = Spool(path)
+        info = RunInfo(uuid.uuid4().hex, f"contract-{uuid.uuid4().hex[:6]}", "tracelet-contract")
+        Delivery(self.backend, None, dict(options), dataclasses.asdict(info)).save(spool)
+        return spool
 
     def _handle(self, run: BackendRun) -> BackendRunHandle:
         return BackendRunHandle.of(self.backend, run)
@@ -237,6 +243,32 @@ class BackendContract:
         handle = self._handle(run)
         run.discard()
         assert not self.stored(handle).exists
+
+    def test_a_run_let_go_for_another_in_the_same_process_goes_on_when_reopened(
+            self, spool: Spool, options: dict[str, Any], tmp_path: Any) -> None:
+        if not load_backend(self.backend).one_run_per_process:
+            pytest.skip("the bridge lets a run go only where the SDK holds one run per process")
+        first, rest = scalars(0, SCALARS // 2), scalars(SCALARS // 2, SCALARS // 2)
+        spool.append(first)
+        run = open_run(spool)
+        self._deliver_all(spool, run)
+        run.close()
+        other = self._new_spool(str(tmp_path / "other.spool.sqlite"), options)
+        try:
+            other.append(scalars(0, 3))
+            other_run = open_run(other)
+            self._deliver_all(other, other_run)
+            other_run.finish(RunStatus.FINISHED)
+        finally:
+            other.close()
+        spool.append(rest)
+        reopened = open_run(spool)
+        self._deliver_all(spool, reopened)
+        reopened.finish(RunStatus.FINISHED)
+
+        assert self._handle(reopened).run_id == self._handle(run).run_id
+        stored = self.stored(self._handle(reopened))
+        assert (stored.status, stored.scalars) == (RunStatus.FINISHED, expected_scalars(first + rest))
 
     @pytest.mark.parametrize("status", RunStatus.ENDINGS)
     def test_finish_ends_the_run_with_its_status(self, spool: Spool, status: str) -> None:

@@ -30,7 +30,7 @@ from tracelet_otel._child import Deliver, Ended, Finish, Message, Opened
 from tracelet_otel.bridge._decode import RunBatch, RunEnd
 from tracelet_otel.delivery import postgres
 from tracelet_otel.delivery.counters import spool_counters
-from tracelet_otel.delivery.processes import DeliveryProcesses
+from tracelet_otel.delivery.processes import RUN_PROCESSES, DeliveryProcesses
 from tracelet_otel.delivery.spool import DeliverySpool, open_spool
 from tracelet_otel.delivery.worker import DELIVERY_KEY, END_KEY, FINISHED_KEY, Delivery, recorded_end
 from tracelet_otel.layout import RUNS, RunDirectory
@@ -59,9 +59,10 @@ class _Run:
 
 class Runs:
     def __init__(self, spool_dir: str, backend_options: Mapping[str, Mapping[str, Any]], silence_s: float,
-                 state: str | None = None) -> None:
+                 state: str | None = None, processes: int = RUN_PROCESSES) -> None:
         """``state``: the PostgreSQL database (``postgresql://HOST:PORT/DATABASE``) the spools live in, shared
-        with the other replicas; else they are files under ``spool_dir``."""
+        with the other replicas; else they are files under ``spool_dir``. ``processes``: the delivery processes
+        of a tracker whose SDK holds one run per process (``DeliveryProcesses``)."""
         self._directory = os.path.join(os.path.abspath(spool_dir), RUNS)
         self._state = state
         if state is None:
@@ -71,7 +72,7 @@ class Runs:
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}
         self._delivered_by_forgotten_runs = 0
-        self._deliverers = DeliveryProcesses(list(backend_options), self._on_message, self._on_restart)
+        self._deliverers = DeliveryProcesses(list(backend_options), self._on_message, processes)
 
     def resume(self) -> int:
         """Take up the runs a previous bridge left unended or undelivered; returns how many."""
@@ -245,16 +246,6 @@ class Runs:
                 _logger.warning("tracelet-otel bridge: could not compact %s: %s", spool.path, error)
             spool.close()
         self._runs.pop(run.run_id, None)
-
-    def _on_restart(self, backend: str) -> None:
-        with self._lock:
-            for run in self._runs.values():
-                spool = run.spools.get(backend)
-                if spool is None:
-                    continue
-                self._deliverers.tell(backend, Deliver(spool.path))
-                if backend in run.ending:
-                    self._deliverers.tell(backend, Finish(run.ending[backend], spool=spool.path))
 
     def waiting(self) -> int:
         """Records spooled and not delivered yet, over every run in progress."""

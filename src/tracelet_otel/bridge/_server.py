@@ -34,6 +34,7 @@ from tracelet_otel.bridge._runs import Runs
 from tracelet_otel.bridge._trust import TrustedStores
 from tracelet_otel.config import Options
 from tracelet_otel.delivery import postgres
+from tracelet_otel.delivery.processes import RUN_PROCESSES
 from tracelet_otel.errors import ConfigurationError, MalformedRequest, TraceletError
 from tracelet_otel.telemetry import semconv
 from tracelet_otel.telemetry.providers import make_meter_provider
@@ -65,6 +66,7 @@ class BridgeConfig:
     max_request_bytes: int = 16 * 2**20
     silence_s: float = 3600.0
     state: str | None = None  # a PostgreSQL database shared by replicas
+    delivery_processes: int = RUN_PROCESSES  # of a tracker whose SDK holds one run per process
 
 
 def parse_endpoint(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -256,7 +258,9 @@ def serve(config: BridgeConfig) -> int:
                        for name in config.backends}
     if config.state is not None and not config.state.startswith(postgres.SCHEME):
         raise ConfigurationError(f"--state must be a {postgres.SCHEME} URI, not {config.state!r}")
-    runs = Runs(config.spool_dir, backend_options, config.silence_s, config.state)
+    if config.delivery_processes < 1:
+        raise ConfigurationError(f"--delivery-processes must be at least 1, not {config.delivery_processes}")
+    runs = Runs(config.spool_dir, backend_options, config.silence_s, config.state, config.delivery_processes)
     resumed = runs.resume()
     trusted = TrustedStores(config.artifact_stores)
     receiver = Receiver(runs, trusted, BridgeCounters())

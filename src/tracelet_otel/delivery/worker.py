@@ -20,16 +20,17 @@ A job and the bridge differ in what cannot be done at once, and in what the end 
   what was spooled is still delivered (up to ``ORPHAN_TIMEOUT_S``) and the run ended ``KILLED``. A spool is
   delivered once.
 * for the bridge (``--bridge``), the lock is waited for (the previous bridge letting go) and opening the run is
-  retried with backoff: records the collector was told are safe must reach their tracker. The end of input means
-  the bridge stops: every sender stops after its batch, and the runs stay open for the next bridge. A spool
-  whose run was ended is delivered again when records arrive for it later (the run is reopened).
+  retried with backoff: records the collector was told are safe must reach their tracker. The process delivers
+  the spools it was given (``Take``) until it lets each go (``Released``: its run ended, it was asked to
+  ``Release`` it, or another replica took it over); the parent gives a spool again when there is more to do
+  (:mod:`tracelet_otel.delivery.processes`). The end of input means the bridge stops: every sender stops after
+  its batch, and the runs stay open for the next bridge.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ from tracelet_otel._child import (
     Message,
     Opened,
     Ready,
+    Release,
+    Released,
+    Take,
     become_helper,
 )
 from tracelet_otel._logging import OnceLogger
@@ -135,13 +139,17 @@ class _SpoolDelivery(threading.Thread):
         self._wake = threading.Event()
         self._warnings = OnceLogger(_logger)
         self.finish: Finish | None = None  # asked for
-        self.ended_status: str | None = None  # done
+        self.releasing = False  # asked to let the run go, unended
 
     def wake(self) -> None:
         self._wake.set()
 
     def request_finish(self, finish: Finish) -> None:
         self.finish = finish
+        self._wake.set()
+
+    def request_release(self) -> None:
+        self.releasing = True
         self._wake.set()
 
     def run(self) -> None:
@@ -192,7 +200,7 @@ class _SpoolDelivery(threading.Thread):
         first ``refusal`` logged at ``level``). None if it never did (a job's failure is reported, the bridge
         stopped)."""
         backoff = Backoff()
-        while not self._process.stopping.is_set():
+        while not self._process.stopping.is_set() and not self.releasing:
             try:
                 value, reason = attempt(), refusal
             except Exception as error:
@@ -220,6 +228,10 @@ class _SpoolDelivery(threading.Thread):
                 self._wake.wait(END_POLL_S)
                 self._wake.clear()
                 sender.wake()
+                if self.releasing:
+                    sender.stop()
+                    self._close(backend_run)
+                    return
                 if shared and time.monotonic() - checked > SHARED_CHECK_S:
                     checked = time.monotonic()
                     if not lease.renew():
@@ -261,6 +273,13 @@ class _SpoolDelivery(threading.Thread):
         self._ended(spool, status)
         return True
 
+    def _close(self, backend_run: BackendRun) -> None:
+        try:
+            backend_run.close()
+        except Exception as error:  # what it stored is stored: reopening the run is what may fail, and is retried
+            self._warnings.warning("close", "tracelet-otel: could not close the %s run: %s", backend_run.backend,
+                                   error)
+
     def _discard(self, spool: DeliverySpool, backend_run: BackendRun) -> None:
         """Undo the run ``start_logging`` gave up on; a run that holds an earlier attempt's data is ended
         ``KILLED`` instead, as that attempt left it."""
@@ -273,7 +292,6 @@ class _SpoolDelivery(threading.Thread):
 
     def _ended(self, spool: DeliverySpool, status: str) -> None:
         spool.set_meta(FINISHED_KEY, status)
-        self.ended_status = status
         self._process.channel.send(Ended(self.path, status))
 
 
@@ -288,43 +306,44 @@ class _DeliveryProcess:
         self._lock = threading.Lock()
 
     def command(self, message: Message) -> None:
-        if isinstance(message, Deliver):
-            delivery = self._delivery(message.spool)
+        # A job's spool is delivered from its first message on; a bridge's from its Take (what comes for a spool
+        # after its Released is the parent's, which gives the spool again if need be).
+        start = isinstance(message, Take) or not self.bridge
+        if isinstance(message, Take | Deliver):
+            delivery = self._delivery(message.spool, start)
             if delivery is not None:
                 delivery.wake()
         elif isinstance(message, Finish) and message.spool is not None:
-            delivery = self._delivery(message.spool)
+            delivery = self._delivery(message.spool, start)
             if delivery is not None:
                 delivery.request_finish(message)
+        elif isinstance(message, Release):
+            delivery = self._delivery(message.spool, start=False)
+            if delivery is not None:
+                delivery.request_release()
         else:
             _logger.error("tracelet-otel: the delivery process ignored %r", message)
 
-    def _delivery(self, path: str) -> _SpoolDelivery | None:
-        """The spool's delivery, started if it is not running; None for a job's spool delivered already."""
+    def _delivery(self, path: str, start: bool) -> _SpoolDelivery | None:
+        """The spool's delivery, started if it is not running and ``start``; None for a job's spool delivered
+        already."""
         with self._lock:
             delivery = self._deliveries.get(path)
-            if delivery is None:
+            if delivery is None and start:
                 delivery = self._deliveries[path] = _SpoolDelivery(path, self)
                 delivery.start()
-            elif not delivery.is_alive() and not self.bridge:
+            elif delivery is not None and not delivery.is_alive():
                 return None
             return delivery
 
     def left(self, delivery: _SpoolDelivery) -> None:
-        """A spool's delivery ended. The bridge's runs go on: records or an end that arrived meanwhile get a
-        fresh delivery (the run is reopened)."""
+        """A spool's delivery ended; a bridge's process says so, and forgets the spool."""
         if not self.bridge:
             return
         with self._lock:
-            if self._deliveries.get(delivery.path) is delivery:
-                del self._deliveries[delivery.path]
-        finish = delivery.finish
-        if self.stopping.is_set():
-            return
-        if finish is not None and finish.status != delivery.ended_status:
-            self.command(finish)
-        elif _waiting(delivery.path):
-            self.command(Deliver(delivery.path))
+            del self._deliveries[delivery.path]
+        if not self.stopping.is_set():
+            self.channel.send(Released(delivery.path))
 
     def input_ended(self) -> None:
         """The parent stopped, or died (the module docstring says what each kind of process does then)."""
@@ -337,16 +356,6 @@ class _DeliveryProcess:
                 delivery.request_finish(Finish(RunStatus.KILLED, ORPHAN_TIMEOUT_S, delivery.path))
         for delivery in deliveries:
             delivery.join()
-
-
-def _waiting(location: str) -> bool:
-    if not location.startswith(postgres.SCHEME) and not os.path.exists(location):
-        return False
-    spool = open_spool(location)
-    try:
-        return spool.count() > 0
-    finally:
-        spool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

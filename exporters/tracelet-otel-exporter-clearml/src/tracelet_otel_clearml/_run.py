@@ -68,10 +68,6 @@ STORED_THROUGH = "tracelet_stored_through"
 SESSIONS = "tracelet_sessions"
 STATUS = "tracelet_status"
 BOOKKEEPING_FILE = "tracelet.json"
-# ClearML holds one task per process, and Task.init from two threads at once crashed the process (SIGSEGV, with
-# 100 runs behind the bridge): one at a time; a second task while one is open is refused by ClearML itself, and
-# the bridge opens it once the first is closed.
-_TASK_INIT = threading.Lock()
 # Debug-sample files of the n-th session of a task are numbered from n * this (see _continue_file_numbering).
 FILES_PER_SESSION = 1_000_000
 _BINARY = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -256,6 +252,11 @@ class ClearmlRun(BackendRun):
         else:
             closed.mark_failed(status_reason="tracelet-otel: the run failed", force=True)
 
+    def close(self) -> None:
+        """Close the task for another to be opened in this process (the bridge's runs take turns); it is reopened
+        to deliver more. Online, ClearML marks a closed task completed, and in progress again when reopened."""
+        self._close()
+
     def discard(self) -> None:
         """Delete the task: it is empty, and start_logging gave up on the run."""
         task_id, offline = self._task.id, self._task.is_offline()
@@ -356,6 +357,9 @@ class ClearmlBackend(Backend):
 
     name = "clearml"
     captures_console = True  # Task.init's auto_connect_streams
+    # ClearML holds one task per process (a second Task.init while one is open raises UsageError, and offline
+    # Task.create is refused); Task.init from several threads at once crashed a process with SIGSEGV.
+    one_run_per_process = True
     options: ClassVar[Mapping[str, type]] = {"clearml_resource_monitoring": bool}
 
     def open_run(self, run: RunInfo, options: Mapping[str, Any], resume: dict[str, Any] | None = None) -> ClearmlRun:
@@ -375,8 +379,7 @@ class ClearmlBackend(Backend):
                                                              and _training_process_monitor(source.get("pid")))}
         if resume:
             return _reopen(Task, init, resume["task_id"])
-        with _TASK_INIT:
-            task: Any = Task.init(reuse_last_task_id=False, **init)
+        task: Any = Task.init(reuse_last_task_id=False, **init)
         describing = _describe_training_process(task, source)
         properties = training_properties(run.rank, source)
         if properties:
@@ -407,8 +410,7 @@ class ClearmlBackend(Backend):
 def _reopen(task_class: Any, init: dict[str, Any], task_id: str) -> ClearmlRun:
     # continue_last_task=0 reopens without moving iterations: True would add the last iteration + 1 to every
     # step reported from now on.
-    with _TASK_INIT:
-        task = task_class.init(reuse_last_task_id=task_id, continue_last_task=0, **init)
+    task = task_class.init(reuse_last_task_id=task_id, continue_last_task=0, **init)
     if task.id != task_id:  # ClearML creates a new task, silently, when it cannot reopen the one asked for
         task.close()
         raise RuntimeError(f"ClearML could not reopen task {task_id} (it created {task.id} instead)")
