@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -175,10 +176,18 @@ def load_backend(name: str) -> Backend:
     """Raises:
     ConfigurationError: no backend of that name is installed (the message names the nearest one).
     """
+    return _backend_class(name)()
+
+
+@functools.cache
+def _backend_class(name: str) -> type[Backend]:
+    # Once per process: listing entry points reads the metadata of every installed package, and a bridge's
+    # delivery process opens a run for each of its hundreds of spools (it was a fifth of its CPU at 100 runs).
+    # A name not found is looked for again next time (an exception is not cached).
     found = available_backends()
     if name not in found:
         nearest = difflib.get_close_matches(name, sorted(found), n=1)
         hint = f"did you mean {nearest[0]!r}?" if nearest else f"installed: {', '.join(sorted(found)) or 'none'}"
         raise ConfigurationError(f"unknown tracelet_otel backend {name!r}; {hint}")
-    backend_class = found[name].load()
-    return backend_class()
+    backend_class: type[Backend] = found[name].load()
+    return backend_class
