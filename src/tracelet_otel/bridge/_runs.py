@@ -3,7 +3,7 @@ database that bridge replicas share (``--state``; ``tracelet_otel.delivery.postg
 
 A run's spools are created by the first record that names it, each with the run's ``Delivery`` (backend,
 options, who the run is) and no backend run yet: the delivery process (``python -m tracelet_otel.delivery
-BACKEND --bridge``, one per backend) creates that once and records it in the spool, so a restarted bridge finds
+BACKEND --bridge``, one per backend, several for ClearML) creates that once and records it in the spool, so a restarted bridge finds
 it again. Records are appended once per sequence number
 (``Spool.append_new``), before the request that carried them is acknowledged.
 
