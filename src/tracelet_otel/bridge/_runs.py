@@ -3,9 +3,9 @@ database that bridge replicas share (``--state``; ``tracelet_otel.delivery.postg
 
 A run's spools are created by the first record that names it, each with the run's ``Delivery`` (backend,
 options, who the run is) and no backend run yet: the delivery process (``python -m tracelet_otel.delivery
-BACKEND --bridge``, one per backend, several for ClearML) creates that once and records it in the spool, so a restarted bridge finds
-it again. Records are appended once per sequence number
-(``Spool.append_new``), before the request that carried them is acknowledged.
+BACKEND --bridge``, one per backend, several for ClearML) creates that once and records it in the spool, so a
+restarted bridge finds it again. Records are appended once per sequence number (``Spool.append_new``), before
+the request that carried them is acknowledged.
 
 A run ends when the job's end record has come and every record up to the sequence number it names has arrived
 (collectors retry and reorder; ``recorded_end``), or, with ``KILLED``, after a silence (records reaching any

@@ -3,8 +3,9 @@ bridge alike.
 
 ``python -m tracelet_otel.delivery BACKEND [--bridge]``. Each tracker exporter of a job's agent starts one, for
 its one spool; the bridge starts one per backend, for every run it receives, so the backend's SDK is imported
-once however many jobs send (several for ClearML, whose SDK holds one task per process). Delivery has a core of its own, the process that spools never imports the
-backend's SDK, and delivery outlives a crash of that process.
+once however many jobs send (several for ClearML, whose SDK holds one task per process). Delivery has a core
+of its own, the process that spools never imports the backend's SDK, and delivery outlives a crash of that
+process.
 
 Everything needed to deliver a spool is in the spool's meta (:class:`Delivery`): the backend, its options, and
 the run to resume (none yet: the first delivery creates it and records it there, so a replay or the next bridge
