@@ -3,11 +3,13 @@ PostgreSQL. Real processes on 127.0.0.1; the runs are sent as their jobs' ``otlp
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 
 from tests.bridge_support import Bridge, LoadGenerator, running, wait_until
 from tests.conftest import MlflowServer
-from tests.support import MlflowStore
+from tests.support import MlflowStore, processes_below
 
 
 def all_finished(store: MlflowStore, load: LoadGenerator) -> dict[str, str]:
@@ -94,7 +96,7 @@ def test_clearml_runs_take_turns_in_the_bridges_delivery_processes_each_one_task
         tmp_path, offline_trackers):
     """ClearML's SDK holds one task per process: the bridge delivers its runs from several processes, and a run
     with nothing to deliver lets its process go to one that waits, so six runs that never stop sending all move
-    on through two processes."""
+    on through two processes; the runs of one that dies go to another."""
     from tracelet_otel_clearml.testing import read_session, session_folders
 
     bridge = Bridge(str(tmp_path), "", "--delivery-processes", "2", backends=("clearml",))
@@ -103,6 +105,9 @@ def test_clearml_runs_take_turns_in_the_bridges_delivery_processes_each_one_task
         load = LoadGenerator(runs=6, scalars=400, prefix="turns")
         load.send(bridge.grpc, through=200, end=False)
         wait_until(lambda: bridge.health()["delivered"] == 6 * 200, 120, "the first half of every run delivered")
+        deliverers = [pid for pid, command in processes_below(bridge.pid).items()
+                      if "tracelet_otel.delivery clearml --bridge" in command]
+        os.kill(deliverers[0], signal.SIGKILL)  # idle, holding a run or not
         load.send(bridge.grpc, start=200)
         wait_until(lambda: bridge.health()["delivered"] == 6 * 400 and bridge.health()["runs_in_progress"] == 0,
                    120, "every record delivered and every run ended")
@@ -114,6 +119,7 @@ def test_clearml_runs_take_turns_in_the_bridges_delivery_processes_each_one_task
     # Two at a time: before every first half was in, four runs at least let their process go, and were reopened.
     reopened = [session for session in sessions if int(session.bookkeeping["tracelet_sessions"]) > 1]
     assert len(reopened) >= 4, [session.bookkeeping for session in sessions]
+    assert "delivery process exited" in bridge.read_log()
 
 
 def test_a_replica_removed_by_a_scale_down_leaves_its_runs_to_the_others_even_those_that_sent_everything(

@@ -74,6 +74,11 @@ class _Given:
     ended: str | None = None  # the status the process said it ended the run with
     releasing: bool = False
 
+    @property
+    def ended_as_told(self) -> bool:
+        """The run ended as it was told: the process lets the spool go next."""
+        return self.finish is not None and self.ended == self.finish.status
+
 
 @dataclass(eq=False)
 class _Process:
@@ -93,8 +98,9 @@ class _Pool:
         self._on_message = on_message
         self._stopping = stopping
         self._lock = threading.Lock()
-        self._processes = [self._start(wait=True)]
         self._waiting: dict[str, list[Message]] = {}  # spools no process delivers, in order, with what they were told
+        self._processes: list[_Process] = []
+        self._processes.append(self._start(wait=True))
         if self._one_run:
             threading.Thread(target=self._take_turns, name=f"tracelet-otel-turns-{backend}", daemon=True).start()
 
@@ -131,7 +137,7 @@ class _Pool:
         return next((process for process in self._processes if spool in process.spools), None)
 
     def _assign(self) -> None:
-        """Give waiting spools to processes with room; while some still wait, ask for the turns that are over."""
+        """Give waiting spools to processes with room."""
         for spool in list(self._waiting):
             if self._holder(spool) is not None:  # its process is still letting it go
                 continue
@@ -144,39 +150,46 @@ class _Pool:
                 if isinstance(message, Finish):
                     given.finish = message
                 process.child.send(message)
-        if self._one_run:
-            self._end_turns()
 
     def _with_room(self) -> _Process | None:
         for process in self._processes:
             if not self._one_run or not process.spools:
                 return process
+        if any(given.ended_as_told for process in self._processes for given in process.spools.values()):
+            return None  # one is about to be free: no process started for a moment's wait
         if len(self._processes) < self._size and not self._stopping.is_set():
             process = self._start(wait=False)  # it reads what it is told once it is up
             self._processes.append(process)
             return process
         return None
 
-    def _end_turns(self) -> None:
-        waiting = sum(1 for spool in self._waiting if self._holder(spool) is None)
-        releasing = sum(given.releasing for process in self._processes for given in process.spools.values())
-        if waiting <= releasing:
-            return
-        now = time.monotonic()
-        turns = sorted(((given.since, spool, process) for process in self._processes
-                        for spool, given in process.spools.items()
-                        if not given.releasing and given.finish is None and now - given.since >= IDLE_S),
-                       key=lambda turn: turn[0])
-        over = [(spool, process) for since, spool, process in turns
-                if now - since >= TURN_S or not _has_records(spool)]
-        for spool, process in over[:waiting - releasing]:
-            process.spools[spool].releasing = True
-            process.child.send(Release(spool))
-
     def _take_turns(self) -> None:
         while not self._stopping.wait(1.0):
-            with self._lock:
-                self._assign()
+            try:
+                self._end_turns()
+            except Exception:  # a bug: turns must go on, or waiting runs starve
+                _logger.exception("tracelet-otel: could not end the turns of the %s delivery processes", self._backend)
+
+    def _end_turns(self) -> None:
+        """While spools wait for a process, ask those whose turn is over to let their run go. Whether a run has
+        records left is read outside the lock (a spool's count is a query), then checked again under it."""
+        with self._lock:
+            waiting = sum(1 for spool in self._waiting if self._holder(spool) is None)
+            releasing = sum(given.releasing for process in self._processes for given in process.spools.values())
+            now = time.monotonic()
+            turns = sorted(((given.since, spool, given, process) for process in self._processes
+                            for spool, given in process.spools.items()
+                            if not given.releasing and given.finish is None and now - given.since >= IDLE_S),
+                           key=lambda turn: turn[0])
+        if waiting <= releasing:
+            return
+        over = [(spool, given, process) for since, spool, given, process in turns
+                if now - since >= TURN_S or not _has_records(spool)]
+        with self._lock:
+            for spool, given, process in over[:waiting - releasing]:
+                if process.spools.get(spool) is given and not given.releasing and given.finish is None:
+                    given.releasing = True
+                    process.child.send(Release(spool))
 
     def _follow(self, process: _Process, ready: bool) -> None:
         while True:
@@ -236,11 +249,16 @@ class _Pool:
 
 
 def _has_records(location: str) -> bool:
-    """Whether the spool holds records not delivered yet."""
+    """Whether the spool holds records not delivered yet; True when it cannot be read (the database is away for
+    a moment): a spool given again for nothing costs a look, one not given again would strand its records."""
     if not location.startswith(postgres.SCHEME) and not os.path.exists(location):
         return False
-    spool = open_spool(location)
     try:
-        return spool.count() > 0
-    finally:
-        spool.close()
+        spool = open_spool(location)
+        try:
+            return bool(spool.pending(1))
+        finally:
+            spool.close()
+    except Exception as error:
+        _logger.warning("tracelet-otel: could not read %s (%s); it is delivered again to be sure", location, error)
+        return True

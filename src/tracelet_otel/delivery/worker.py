@@ -52,6 +52,7 @@ from tracelet_otel._child import (
     Released,
     Take,
     become_helper,
+    exit_helper,
 )
 from tracelet_otel._logging import OnceLogger
 from tracelet_otel.delivery import postgres
@@ -141,6 +142,7 @@ class _SpoolDelivery(threading.Thread):
         self._warnings = OnceLogger(_logger)
         self.finish: Finish | None = None  # asked for
         self.releasing = False  # asked to let the run go, unended
+        self._let_go = False  # the run was ended, discarded or closed
 
     def wake(self) -> None:
         self._wake.set()
@@ -230,8 +232,6 @@ class _SpoolDelivery(threading.Thread):
                 self._wake.clear()
                 sender.wake()
                 if self.releasing:
-                    sender.stop()
-                    self._close(backend_run)
                     return
                 if shared and time.monotonic() - checked > SHARED_CHECK_S:
                     checked = time.monotonic()
@@ -256,6 +256,10 @@ class _SpoolDelivery(threading.Thread):
                     return
         finally:
             sender.stop()
+            # Let go of the run however delivery stopped (asked to, the lease lost, an error): a process that
+            # holds one run at a time must never open the next while this one is open.
+            if self._process.bridge and not self._let_go:
+                self._close(backend_run)
 
     def _end(self, spool: DeliverySpool, backend_run: BackendRun, status: str) -> bool:
         """End the backend run and record it in the spool; False if the backend could not be reached."""
@@ -271,13 +275,18 @@ class _SpoolDelivery(threading.Thread):
         except Exception as error:  # the backend went away at the last moment: retried, or replay ends the run
             self._warnings.warning("end", "tracelet-otel: could not end the %s run: %s", backend_run.backend, error)
             return False
+        self._let_go = True
         self._ended(spool, status)
         return True
 
     def _close(self, backend_run: BackendRun) -> None:
         try:
             backend_run.close()
-        except Exception as error:  # what it stored is stored: reopening the run is what may fail, and is retried
+        except Exception as error:
+            if self._process.one_run:  # the run may still be open here: the process's next run would meet it
+                _logger.error("tracelet-otel: could not close the %s run (%s); the delivery process exits and "
+                              "another takes its runs", backend_run.backend, error)
+                exit_helper(1)
             self._warnings.warning("close", "tracelet-otel: could not close the %s run: %s", backend_run.backend,
                                    error)
 
@@ -287,6 +296,7 @@ class _SpoolDelivery(threading.Thread):
         earlier = spool.total() > 0 or spool.get_meta(CONTINUED_KEY)
         try:
             backend_run.finish(RunStatus.KILLED) if earlier else backend_run.discard()
+            self._let_go = True
         except Exception as error:
             _logger.warning("tracelet-otel: could not undo the empty %s run: %s", backend_run.backend, error)
         self._ended(spool, RunStatus.KILLED if earlier else RunStatus.DISCARD)
@@ -303,6 +313,7 @@ class _DeliveryProcess:
         self.bridge = bridge
         self.stopping = threading.Event()
         self.limit = ConcurrencyLimit()  # one tracker, however many runs it delivers
+        self.one_run = load_backend(backend).one_run_per_process
         self._deliveries: dict[str, _SpoolDelivery] = {}
         self._lock = threading.Lock()
 

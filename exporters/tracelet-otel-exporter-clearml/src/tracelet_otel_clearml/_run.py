@@ -161,6 +161,7 @@ class ClearmlRun(BackendRun):
         self._logger = task.get_logger()
         self._stored_through = stored_through
         self._first_file_number = first_file_number
+        self._numbered: set[str] = set()  # the debug-sample series numbered from this session's block
         self._executed = (0, 0)  # (through_seq, calls executed) of the batch being delivered
         self._unflushed_through: int | None = None
         self._scratch = tempfile.mkdtemp(prefix="tracelet-clearml-")  # payloads ClearML reads at flush
@@ -335,13 +336,16 @@ class ClearmlRun(BackendRun):
             self._task.upload_artifact(call.name, artifact_object=Path(payload), wait_on_upload=True)
 
     def _continue_file_numbering(self, title: str, series: str) -> None:
-        """ClearML names a debug sample's file ``<title>_<series>_<n>``, with n counted from 0 in each process: the
-        files of a reopened task would overwrite those of its earlier sessions. Each session numbers from its own
-        block instead. ClearML offers no public way to do this; its counters are per process."""
-        if self._first_file_number:
+        """ClearML names a debug sample's file ``<title>_<series>_<n>``, with n counted in each process from 0 and
+        on across the tasks it opens: the files of a reopened task would overwrite those of its earlier sessions.
+        Each session numbers from its own block instead. ClearML offers no public way to do this; its counters
+        are per process."""
+        key = f"{title}_{series}"
+        if key not in self._numbered:
             from clearml.backend_interface.metrics.events import UploadEvent
 
-            UploadEvent._metric_counters.setdefault(f"{title}_{series}", self._first_file_number - 1)
+            UploadEvent._metric_counters[key] = self._first_file_number - 1
+            self._numbered.add(key)
 
 
 class ClearmlBackend(Backend):
