@@ -264,7 +264,7 @@ def test_a_tracker_run_created_just_before_a_crash_is_found_again_not_created_tw
 def test_a_record_is_spooled_once_whatever_order_and_however_often_it_arrives(tmp_path):
     spool = Spool(str(tmp_path / "spool.sqlite"))
     records = {seq: record for seq, record in enumerate(scalars(10), 1)}
-    arrivals = [[9, 10], [1, 2, 3], [2, 3], [5], [4, 5, 6, 7, 8], [1, 10]]
+    arrivals = [[9, 10], [1, 2, 3], [2, 3], [5], [4, 5, 6, 6, 7, 8], [1, 10]]  # 6 twice in one request
     stored = [spool.append_new([(seq, records[seq]) for seq in arrival]) for arrival in arrivals]
 
     assert stored == [2, 3, 0, 1, 4, 0]

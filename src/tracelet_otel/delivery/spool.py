@@ -203,14 +203,22 @@ class Spool:
         """Append each record whose key (a positive integer) never arrived before; ``seen`` are keys that
         arrived without a record to keep (refused ones), so that the watermark passes them. Returns how many
         records were appended."""
+        keyed, seen = list(keyed), list(seen)
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
             through = self._received_through(db)
-            rows = [row_of(record) for key, record in keyed if key > through and self._first_arrival(db, key)]
-            for key in seen:
-                if key > through:
-                    self._first_arrival(db, key)
+            # One look at the keys received above the watermark (a few while records arrive in order), rather
+            # than a statement per record.
+            keys = [key for key, _ in keyed if key > through] + [key for key in seen if key > through]
+            arrived = self._received_between(db, min(keys), max(keys)) if keys else set()
+            new_keys = [key for key in dict.fromkeys(keys) if key not in arrived]
+            rows = []
+            for key, record in keyed:
+                if key > through and key not in arrived:
+                    arrived.add(key)  # a key twice in one request is kept once
+                    rows.append(row_of(record))
+            db.executemany("INSERT INTO received (key) VALUES (?)", [(key,) for key in new_keys])
             db.executemany(_INSERT, rows)
             self._advance_received(db, through)
             db.execute("COMMIT")
@@ -229,8 +237,9 @@ class Spool:
         return int(json.loads(row[0])) if row else 0
 
     @staticmethod
-    def _first_arrival(db: sqlite3.Connection, key: int) -> bool:
-        return db.execute("INSERT OR IGNORE INTO received (key) VALUES (?)", (key,)).rowcount == 1
+    def _received_between(db: sqlite3.Connection, lowest: int, highest: int) -> set[int]:
+        """The keys above the watermark received so far, from ``lowest`` to ``highest``."""
+        return {key for (key,) in db.execute("SELECT key FROM received WHERE key BETWEEN ? AND ?", (lowest, highest))}
 
     @staticmethod
     def _advance_received(db: sqlite3.Connection, through: int) -> None:
