@@ -245,17 +245,19 @@ class BackendContract:
         assert not self.stored(handle).exists
 
     def test_a_run_let_go_for_another_in_the_same_process_goes_on_when_reopened(
-            self, spool: Spool, options: dict[str, Any], tmp_path: Any) -> None:
+            self, spool: Spool, store: ArtifactStore, options: dict[str, Any], tmp_path: Any) -> None:
         if not load_backend(self.backend).one_run_per_process:
             pytest.skip("the bridge lets a run go only where the SDK holds one run per process")
-        first, rest = scalars(0, SCALARS // 2), scalars(SCALARS // 2, SCALARS // 2)
+        # The runs' images share a tag: an SDK that numbers payload files per process must not reuse a number.
+        first = [*scalars(0, SCALARS // 2), image(store, 0)]
+        rest = [*scalars(SCALARS // 2, SCALARS // 2), image(store, 1)]
         spool.append(first)
         run = open_run(spool)
         self._deliver_all(spool, run)
         run.close()
         other = self._new_spool(str(tmp_path / "other.spool.sqlite"), options)
         try:
-            other.append(scalars(0, 3))
+            other.append([*scalars(0, 3), image(store, 5)])
             other_run = open_run(other)
             self._deliver_all(other, other_run)
             other_run.finish(RunStatus.FINISHED)
@@ -269,6 +271,7 @@ class BackendContract:
         assert self._handle(reopened).run_id == self._handle(run).run_id
         stored = self.stored(self._handle(reopened))
         assert (stored.status, stored.scalars) == (RunStatus.FINISHED, expected_scalars(first + rest))
+        assert stored.payloads == expected_payloads(first + rest)
 
     @pytest.mark.parametrize("status", RunStatus.ENDINGS)
     def test_finish_ends_the_run_with_its_status(self, spool: Spool, status: str) -> None:

@@ -92,6 +92,10 @@ class _Database:
                 self.held.discard(spool)
         return taken
 
+    def holds(self, spool: str) -> bool:
+        with self._lock:
+            return spool in self.held
+
     def give_back(self, spool: str) -> None:
         with self._lock:
             self.held.discard(spool)
@@ -189,10 +193,7 @@ class Lease:
     def renew(self) -> bool:
         """Whether the lease is still this process's; a lease that lapsed (this process stalled past it, or lost
         the database for as long) is taken again if no other replica took it meanwhile."""
-        with self._database._lock:
-            if self._spool in self._database.held:
-                return True
-        return self._database.take_lease(self._spool)
+        return self._database.holds(self._spool) or self._database.take_lease(self._spool)
 
     def close(self) -> None:
         self._database.give_back(self._spool)

@@ -209,7 +209,8 @@ class _Pool:
         with self._lock:
             self._processes.remove(process)
             for spool, given in process.spools.items():
-                self._give_again(spool, given, first=True)
+                if not self._give_again(spool, given, first=True) and _has_records(spool):  # rare: under the lock
+                    self._waiting = {spool: [Deliver(spool)], **self._waiting}
             self._assign()
 
     def _received(self, process: _Process, message: Message) -> None:
@@ -217,27 +218,33 @@ class _Pool:
             spool = getattr(message, "spool", "")
             given = process.spools.get(spool)
             if isinstance(message, Released):
-                if given is not None:
-                    del process.spools[spool]
-                    self._give_again(spool, given, first=False)
-                    self._assign()
-                return
-            if isinstance(message, Ended) and given is not None:
+                if given is None:
+                    return
+                del process.spools[spool]
+                given_again = self._give_again(spool, given, first=False)
+                self._assign()  # the process is free for the spool waiting longest
+                if given_again:
+                    return
+            elif isinstance(message, Ended) and given is not None:
                 given.ended = message.status
-        self._on_message(self._backend, message)
+        if not isinstance(message, Released):
+            self._on_message(self._backend, message)
+        elif _has_records(spool):  # read outside the lock; a record appended since was told as any other
+            self.tell(Deliver(spool))
 
-    def _give_again(self, spool: str, given: _Given, first: bool) -> None:
-        """Have the spool given again if anything is left to do for it: after the spools waiting (the turn it let
-        go), or before them (its process died)."""
+    def _give_again(self, spool: str, given: _Given, first: bool) -> bool:
+        """Have the spool given again if it was told something not done yet: after the spools waiting (the turn
+        it let go), or before them (its process died). False if nothing was, and only its records may be left."""
         told = self._waiting.pop(spool, [])  # what came while it was being let go
-        if given.finish is not None and given.ended != given.finish.status and given.finish not in told:
+        if given.finish is not None and not given.ended_as_told and given.finish not in told:
             told.insert(0, given.finish)
-        if not told and not _has_records(spool):
-            return
+        if not told:
+            return False
         if first:
-            self._waiting = {spool: told or [Deliver(spool)], **self._waiting}
+            self._waiting = {spool: told, **self._waiting}
         else:
-            self._waiting[spool] = told or [Deliver(spool)]
+            self._waiting[spool] = told
+        return True
 
     def close(self, timeout: float) -> None:
         with self._lock:

@@ -138,6 +138,7 @@ class _SpoolDelivery(threading.Thread):
         super().__init__(name=f"tracelet-otel-delivery-{path[-40:]}", daemon=True)
         self.path = path
         self._process = process
+        self._shared = path.startswith(postgres.SCHEME)  # a replica's: its end and its lease are others' too
         self._wake = threading.Event()
         self._warnings = OnceLogger(_logger)
         self.finish: Finish | None = None  # asked for
@@ -163,10 +164,9 @@ class _SpoolDelivery(threading.Thread):
             try:
                 # Between replicas that is how it should be: the one delivering the run goes on, this one waits to
                 # take the run over should that one stop.
-                shared = self.path.startswith(postgres.SCHEME)
                 lease = self._attempt("take the lock of", spool.try_lock,
-                                      "another replica is delivering it" if shared else "another process is "
-                                      "delivering it", logging.INFO if shared else logging.WARNING)
+                                      "another replica is delivering it" if self._shared else "another process is "
+                                      "delivering it", logging.INFO if self._shared else logging.WARNING)
                 if lease is None:
                     return
                 try:
@@ -224,7 +224,6 @@ class _SpoolDelivery(threading.Thread):
         sender = Sender(spool, backend_run, self._process.limit)
         # Between replicas the end record may reach another one, and the lease may be lost; a single bridge's
         # runs are told both by its own Runs.
-        shared = self.path.startswith(postgres.SCHEME)
         checked = time.monotonic()
         try:
             while not self._process.stopping.is_set():
@@ -233,7 +232,7 @@ class _SpoolDelivery(threading.Thread):
                 sender.wake()
                 if self.releasing:
                     return
-                if shared and time.monotonic() - checked > SHARED_CHECK_S:
+                if self._shared and time.monotonic() - checked > SHARED_CHECK_S:
                     checked = time.monotonic()
                     if not lease.renew():
                         _logger.warning("tracelet-otel bridge: another replica took over %s", self.path)
